@@ -4,6 +4,7 @@ The public API is re-exported here; see the README and ``docs/`` for a tour.
 """
 
 from keras_koopman.koopman import (
+    IncrementalQR,
     KoopmanModes,
     SpectralDiagnostics,
     delay_embed,
@@ -26,5 +27,10 @@ from keras_koopman.datasets import load_fashion_mnist, load_mnist
 from keras_koopman.models import paper_cnn
 
 # --- training callbacks ---
+from keras_koopman.plotting import plot_spectrum, plot_training_report, spectrum_png
+from keras_koopman.analysis import KoopmanAnalysis, analyze_series, analyze_weights
+from keras_koopman.monitor import KoopmanMonitor
+from keras_koopman.sketch import SparseSignSketch
+from keras_koopman.trajectory import TrainingTrajectory
 
 __version__ = "0.1.0"

@@ -60,6 +60,10 @@ def test_initial_weights_follow_their_definition(initializer):
             assert np.abs(kernel).max() <= 2.0 * expected_std / _TRUNCATED_STD_FACTOR + 1e-7
         else:  # normal with a fixed standard deviation whatever the layer's size
             expected_std = NORMAL_STDDEV
+        if initializer != "xavier":
+            # A (truncated) normal, not a uniform of the same spread: about 9 % of the values lie
+            # beyond sqrt(3) standard deviations, where a uniform has none.
+            assert np.abs(kernel).max() > math.sqrt(3.0) * expected_std, name
         # Relative standard error of a sample std is about 1 / sqrt(2 n): 3.5% for conv1's
         # 400 values, under 1% for the others; allow four of them.
         tolerance = 4.0 / math.sqrt(2.0 * kernel.size)
@@ -140,3 +144,14 @@ def test_a_few_steps_on_256_mnist_images_reduce_the_loss(initializer):
     after = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
     assert np.isfinite(after)
     assert after < 0.8 * before
+
+
+def test_export_serves_the_same_probabilities(tmp_path):
+    import tensorflow as tf
+
+    model = paper_cnn("xavier", seed=2)
+    x = np.random.default_rng(3).random((2, 28, 28, 1), dtype=np.float32)
+    model.export(tmp_path / "saved", verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep a reference: it owns the weights
+    served = loaded.serve(x)
+    np.testing.assert_allclose(served.numpy(), model.predict(x, verbose=0), rtol=1e-5)

@@ -11,8 +11,10 @@ from keras_koopman.koopman._diagnostics import (
 )
 from keras_koopman.koopman._dmd import KoopmanModes, default_tol, dmd_rrr
 from keras_koopman.koopman._embedding import delay_embed, dmd_rrr_series
+from keras_koopman.koopman._streaming import IncrementalQR
 
 __all__ = [
+    "IncrementalQR",
     "KoopmanModes",
     "SpectralDiagnostics",
     "default_tol",

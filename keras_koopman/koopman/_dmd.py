@@ -182,7 +182,7 @@ def default_tol(n_rows: int, dtype: np.dtype) -> float:
 
 
 def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
-            scale: bool = True, refine: bool = True) -> KoopmanModes:
+            scale: bool = True, refine: bool | float = True) -> KoopmanModes:
     """Refined Rayleigh–Ritz DMD (DMD_RRR) of snapshot data.
 
     Parameters
@@ -202,10 +202,13 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
         Scale the columns of ``X`` (and ``Y`` by the same factors) to unit norm before the
         SVD (step 1); this changes neither ``A`` nor the untruncated subspace, and makes the
         SVD accurate for snapshots of very different size.
-    refine : bool
-        Replace each Ritz vector by the refined Ritz vector that minimises the data-driven
-        residual for its Ritz value, and the value by the refined Rayleigh quotient
-        (steps 9–14).  Residuals never increase.
+    refine : bool or float
+        ``True``: replace each Ritz vector by the refined Ritz vector that minimises the
+        data-driven residual for its Ritz value, and the value by the refined Rayleigh
+        quotient (steps 9–14); residuals never increase.  A float ``q`` in (0, 1]: refine only
+        the pairs whose importance before refinement is at least ``q`` (refinement costs
+        ``O(k³)`` per pair, so this bounds the cost for large ``k``).  ``False``: plain Ritz
+        pairs.
 
     Returns
     -------
@@ -242,6 +245,7 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
     """
     tol = check_tol(tol)
     rank = check_positive_int(rank, "rank", allow_none=True)
+    refine = _check_refine(refine)
     trajectory = Y is None
     X = as_snapshot_matrix(X, "X", min_columns=2 if trajectory else 1)
     if not trajectory:
@@ -268,20 +272,27 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
     else:
         Xc, Yc, Fc, t_end = R[:, :m], R[:, m:], R[:, :m], m
 
-    core = _rayleigh_ritz(Xc, Yc, tol=tol, rank=rank, scale=scale, refine=refine, real=real)
-    amplitudes = _amplitudes(core.Uk.conj().T @ Fc, core.W, core.eigenvalues)
-    if real:
-        amplitudes = _conjugate_symmetric(core.eigenvalues, amplitudes, core.pair_first)
-    modes = _lift(Q, core.Uk @ core.W, core.eigenvalues, real, core.pair_first)
+    core = _rayleigh_ritz(Xc, Yc, tol=tol, rank=rank, scale=scale, real=real)
+    G = core.Uk.conj().T @ Fc
+    W, eigenvalues, residuals = core.W, core.eigenvalues, core.residuals
+    amplitudes = _amplitudes(G, W, eigenvalues, real, core.pair_first)
+    if refine is not False:
+        chosen = np.ones(len(eigenvalues), dtype=bool)
+        if refine is not True:  # only pairs important before refinement
+            magnitude = np.abs(amplitudes)
+            chosen = magnitude >= refine * magnitude.max()
+        eigenvalues, W, residuals = _refine(core, chosen, real)
+        amplitudes = _amplitudes(G, W, eigenvalues, real, core.pair_first)
+    modes = _lift(Q, core.Uk @ W, real, core.pair_first)
 
     magnitude = np.abs(amplitudes)
     top = magnitude.max() if magnitude.size else 0.0
     importance = magnitude / top if top > 0 else np.zeros_like(magnitude)
-    order = np.lexsort((-core.eigenvalues.imag, -importance))
+    order = np.lexsort((-eigenvalues.imag, -importance))
     return KoopmanModes(
-        eigenvalues=core.eigenvalues[order],
+        eigenvalues=eigenvalues[order],
         modes=np.ascontiguousarray(modes[:, order]),
-        residuals=core.residuals[order],
+        residuals=residuals[order],
         amplitudes=amplitudes[order],
         importance=importance[order],
         rank=int(core.Uk.shape[1]),
@@ -315,6 +326,14 @@ class _Basis:
         return result
 
 
+def _check_refine(refine) -> bool | float:
+    if isinstance(refine, (bool, np.bool_)):
+        return bool(refine)
+    if isinstance(refine, (int, float)) and 0 < float(refine) <= 1:
+        return float(refine)
+    raise ValueError(f"refine must be True, False or an importance threshold in (0, 1]; got {refine!r}")
+
+
 def _compress(data: np.ndarray, dtype) -> tuple[_Basis | None, np.ndarray]:
     """Householder QR ``data = Q R`` when it pays (n > p); else ``(None, data)`` in ``dtype``.
 
@@ -332,14 +351,16 @@ def _compress(data: np.ndarray, dtype) -> tuple[_Basis | None, np.ndarray]:
 @dataclass(frozen=True, eq=False)
 class _Core:
     Uk: np.ndarray            # (p, k) orthonormal POD basis (compressed coordinates)
-    W: np.ndarray             # (k, k) unit (refined) Ritz vectors in that basis
+    S: np.ndarray             # (k, k) Rayleigh quotient U_kᴴ A U_k
+    R22: np.ndarray           # (≤k, k) triangular factor of the part of A U_k outside span U_k
+    W: np.ndarray             # (k, k) unit Ritz vectors in the POD basis
     eigenvalues: np.ndarray   # (k,)
     residuals: np.ndarray     # (k,)
     singular_values: np.ndarray
     pair_first: np.ndarray    # bool (k,): first member of a conjugate pair (real data)
 
 
-def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, refine, real) -> _Core:
+def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, real) -> _Core:
     norms = np.linalg.norm(Xc, axis=0)
     nonzero = norms > 0
     if not nonzero.any():
@@ -365,10 +386,8 @@ def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, refine, real) -> _Core:
     pair_first = np.zeros(k, dtype=bool)
     if real:
         pair_first = eigenvalues.imag > 0
-    residuals = _residuals(S, R22, eigenvalues, W)
-    if refine:
-        eigenvalues, W, residuals = _refine(S, R22, eigenvalues, W, residuals, real, pair_first)
-    return _Core(Uk=Uk, W=W, eigenvalues=eigenvalues, residuals=residuals,
+    return _Core(Uk=Uk, S=S, R22=R22, W=W, eigenvalues=eigenvalues,
+                 residuals=_residuals(S, R22, eigenvalues, W),
                  singular_values=sigma, pair_first=pair_first)
 
 
@@ -378,7 +397,7 @@ def _residuals(S, R22, eigenvalues, W) -> np.ndarray:
     return np.sqrt(np.linalg.norm(top, axis=0) ** 2 + np.linalg.norm(R22 @ W, axis=0) ** 2)
 
 
-def _refine(S, R22, eigenvalues, W, residuals, real, pair_first):
+def _refine(core: _Core, chosen: np.ndarray, real: bool):
     """Refined Ritz vectors and Rayleigh quotients (DMD_RRR steps 9–14).
 
     For each λ the refined vector is the right singular vector of ``σ_min`` of
@@ -387,7 +406,10 @@ def _refine(S, R22, eigenvalues, W, residuals, real, pair_first):
     ``ztpqrt`` gives its triangular factor, and inverse iteration from the unrefined Ritz
     vector gives the singular vector.  A refined vector is accepted only if it does not
     increase the residual.  Conjugate pairs of real data: refine the first, conjugate.
+    Only the pairs in ``chosen`` are refined.
     """
+    S, R22, eigenvalues, W, residuals = core.S, core.R22, core.eigenvalues, core.W, core.residuals
+    pair_first = core.pair_first
     k = S.shape[0]
     T, Qs = sla.schur(S.astype(np.complex128), output="complex", check_finite=False)
     Rg_full = np.zeros((k, k), dtype=np.complex128)
@@ -397,7 +419,7 @@ def _refine(S, R22, eigenvalues, W, residuals, real, pair_first):
     W_new = np.array(W, dtype=np.complex128)
     lam_new = np.array(eigenvalues, dtype=np.complex128)
     res_new = residuals.copy()
-    todo = np.flatnonzero(eigenvalues.imag >= 0) if real else np.arange(k)
+    todo = np.flatnonzero(chosen & (eigenvalues.imag >= 0)) if real else np.flatnonzero(chosen)
     diag = np.arange(k)
     scale = max(np.abs(T).max(), np.abs(Rg_full).max(), 1e-300)
     with threadpool_limits(limits=1):
@@ -446,14 +468,16 @@ def _powers(eigenvalues: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.power(eigenvalues[:, None].astype(np.complex128), times[None, :])
 
 
-def _amplitudes(G: np.ndarray, W: np.ndarray, eigenvalues: np.ndarray) -> np.ndarray:
+def _amplitudes(G: np.ndarray, W: np.ndarray, eigenvalues: np.ndarray, real: bool,
+                pair_first: np.ndarray) -> np.ndarray:
     """Structured least squares ``min_α ‖G − W diag(α) V_λ‖_F`` (amplitudes).
 
     ``G`` (k×T) holds the snapshots in the POD basis, ``V_λ(j, t) = λ_jᵗ``.  Rows of the
     Vandermonde matrix are scaled by ``max(1, |λ_j|^{T-1})`` (computed through logarithms,
     so growing modes cannot overflow), and the normal equations
     ``P = (WᴴW) ∘ conj(V Vᴴ)``, ``q_j = Σ_t conj(V_jt) (WᴴG)_jt`` are solved by SVD-based
-    least squares.  Cost ``O(k²T + k³)``.
+    least squares.  For real data the amplitudes of a conjugate pair are made exact
+    conjugates and those of real eigenvalues real.  Cost ``O(k²T + k³)``.
     """
     k, T = W.shape[1], G.shape[1]
     times = np.arange(T)
@@ -469,21 +493,18 @@ def _amplitudes(G: np.ndarray, W: np.ndarray, eigenvalues: np.ndarray) -> np.nda
     q = np.sum(V.conj() * (W.conj().T @ G), axis=1)
     beta = sla.lstsq(P, q, check_finite=False, lapack_driver="gelsd")[0]
     with np.errstate(under="ignore"):
-        return beta * np.exp(-log_scale)
-
-
-def _conjugate_symmetric(eigenvalues, amplitudes, pair_first) -> np.ndarray:
-    """Make the amplitudes of each conjugate pair exact conjugates (real data)."""
-    out = amplitudes.copy()
+        out = beta * np.exp(-log_scale)
+    if not real:
+        return out
     first = np.flatnonzero(pair_first)
     mean = 0.5 * (out[first] + np.conj(out[first + 1]))
     out[first], out[first + 1] = mean, np.conj(mean)
-    real = eigenvalues.imag == 0
-    out[real] = out[real].real  # real eigenvalue of real data: real mode, real amplitude
+    on_axis = eigenvalues.imag == 0
+    out[on_axis] = out[on_axis].real  # real eigenvalue of real data: real mode, real amplitude
     return out
 
 
-def _lift(Q, Zc, eigenvalues, real, pair_first) -> np.ndarray:
+def _lift(Q, Zc, real, pair_first) -> np.ndarray:
     """Modes in the original coordinates, ``Q Zc``, in real arithmetic for real data (``4npk`` flops).
 
     For real data only one member of each conjugate pair is lifted and the other conjugated.

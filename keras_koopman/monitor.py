@@ -1,0 +1,551 @@
+"""``KoopmanMonitor``: Koopman mode analysis of training inside ``model.fit``.
+
+Training is a dynamical system ``w_{t+1} = T(w_t)`` (the paper's section "Insights into
+neural network training convergence via the Koopman spectrum").  The monitor records the
+full-state observable (all trainable weights) and scalar observables (the loss, ``val_loss``,
+any ``logs`` key) every epoch, runs DMD_RRR on them at chosen epochs, writes spectral
+diagnostics into ``logs`` and can act on them (stop at a fixed point, handle a poor
+initialisation, stop on NaN/inf).
+
+Cost per epoch: flattening the weights (``O(n)``), an optional sketch (``O(n)``), and one
+column update of the trajectory's QR factor (``O(n·T)``); an analysis then works on the
+``T×T`` factor (``O(T³)``, plus ``O(k³)`` per refined pair), never on the ``n×T`` data.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import keras
+import numpy as np
+
+from keras_koopman.analysis import KoopmanAnalysis, analyze_series, analyze_weights
+from keras_koopman.koopman import IncrementalQR, KoopmanModes, default_tol, dmd_rrr
+from keras_koopman.koopman._diagnostics import DEFAULT_DELTA, DEFAULT_MIN_IMPORTANCE
+from keras_koopman.koopman._validation import check_positive_int
+from keras_koopman.sketch import SparseSignSketch
+from keras_koopman.trajectory import TrainingTrajectory, TrajectoryStore
+
+__all__ = ["KoopmanMonitor", "DIAGNOSTIC_KEYS"]
+
+#: the ``logs`` keys written every epoch (NaN until the first analysis)
+DIAGNOSTIC_KEYS = (
+    "koopman_unit_cluster",
+    "koopman_spectral_radius",
+    "koopman_growing",
+    "koopman_epochs_to_converge",
+    "koopman_poor_init",
+    "koopman_nonfinite",
+)
+
+_POOR_INIT_ACTIONS = (None, "warn", "stop", "restart")
+
+
+class KoopmanMonitor(keras.callbacks.Callback):
+    """Record the training trajectory and analyse it with DMD_RRR while ``fit`` runs.
+
+    Parameters
+    ----------
+    observables : sequence of str
+        What to record: ``"weights"`` (the full-state observable) and names of ``logs``
+        entries (scalar observables, e.g. ``"loss"``, ``"val_loss"``); a scalar that is absent
+        from ``logs`` is skipped.
+    analyze_at : sequence of int
+        Numbers of completed epochs after which to analyse (the paper uses 40/100/500 loss
+        snapshots and 50/100/500 weight snapshots).
+    analyze_every : int, optional
+        Also analyse every this many epochs.
+    window : int, optional
+        Analyse only the last ``window`` snapshots (default: all so far).
+    delays : int, optional
+        Hankel depth for scalar observables; default ``max(2, T // 3)`` for ``T`` values,
+        which keeps the fit overdetermined so residuals mean something.
+    augment_constant : bool
+        Append the constant function 1 to the weight observable (default ``True``).  Gradient
+        descent with a bias is an affine map ``w ↦ (I − ηH) w + ηb``; in ``n`` dimensions it has
+        ``n + 1`` Koopman modes, the fixed point being the λ = 1 mode of the constant
+        observable, and without the constant the trajectory can lack the dimension to show
+        both the fixed point and all ``n`` decaying directions.
+    max_dim : int, optional
+        If the model has more weights than this, record a seeded sparse random projection to
+        ``max_dim`` coordinates instead (see :class:`~keras_koopman.sketch.SparseSignSketch`);
+        eigenvalues are preserved on the trajectory's span, memory is ``O(max_dim · epochs)``.
+    sketch_seed : int
+        Seed of that projection.
+    storage : str or path, optional
+        Directory for a disk-backed record written every epoch (survives a killed process;
+        reopen with :meth:`load`).  Default: in memory.
+    batch_interval : int, optional
+        Record the weights every this many training steps instead of once per epoch (slows
+        Keras: a batch hook turns off asynchronous dispatch).  Off by default.
+    primary : str
+        Observable whose diagnostics go into ``logs`` under ``koopman_*`` and drive decisions.
+    tol, refine, delta, min_importance, max_residual
+        Passed to :func:`~keras_koopman.dmd_rrr` and the diagnostics.  ``refine`` defaults to
+        refining the pairs whose importance is at least ``min_importance``.
+    stop_at_fixed_point : bool
+        Stop training when, after ``warmup`` epochs, ``koopman_unit_cluster`` of the primary
+        observable reaches ``fixed_point_threshold`` (the paper's termination criterion).
+    on_poor_initialization : {None, "warn", "stop", "restart"}
+        Action when the poor-initialisation rule fires (see :meth:`is_poor_initialization`).
+    poor_init_epochs : (int, int)
+        The rule is evaluated at analyses with ``first <= epoch <= last`` completed epochs.
+    stagnation_threshold, high_loss_fraction, growth_threshold : float
+        Thresholds of the rule.
+    max_restarts : int
+        With ``"restart"``, at most this many re-initialisations.
+    restart_seed : int
+        Seed for re-initialisation (restart ``i`` uses ``restart_seed + i``).
+    keep_modes : bool
+        Keep the ``KoopmanModes`` of scalar observables in each analysis (weight modes are
+        ``n × k``; get them with :meth:`weight_modes`).
+    tensorboard_dir : str, optional
+        Log each spectrum as an image with ``tf.summary.image`` (chief only).
+    verbose : int
+        1 prints a line per analysis and per decision.
+
+    Notes
+    -----
+    Logs: every epoch the monitor writes the :data:`DIAGNOSTIC_KEYS` into ``logs`` (latest
+    analysis of the primary observable; NaN before the first), so ``History``,
+    ``CSVLogger`` (list the monitor before it), ``TensorBoard`` and keras-tuner see them.
+    Under ``tf.distribute`` every replica's weights are identical, decisions are deterministic
+    functions of them and of the synchronised ``logs``, so every worker decides alike; only
+    the chief (``strategy.extended.should_checkpoint``) writes files.
+    """
+
+    def __init__(self, *, observables=("weights", "loss", "val_loss"), analyze_at=(),
+                 analyze_every: int | None = None, window: int | None = None,
+                 delays: int | None = None, augment_constant: bool = True,
+                 max_dim: int | None = None, sketch_seed: int = 0, storage=None,
+                 batch_interval: int | None = None, primary: str = "weights",
+                 tol: float | None = None, refine: bool | float | None = None,
+                 delta: float = DEFAULT_DELTA, min_importance: float = DEFAULT_MIN_IMPORTANCE,
+                 max_residual: float | None = None, stop_at_fixed_point: bool = False,
+                 fixed_point_threshold: float = 0.9, warmup: int = 10,
+                 on_poor_initialization: str | None = None, poor_init_epochs=(5, 20),
+                 stagnation_threshold: float = 0.9, high_loss_fraction: float = 0.9,
+                 growth_threshold: float = 0.05, max_restarts: int = 3, restart_seed: int = 1,
+                 keep_modes: bool = True, tensorboard_dir=None, verbose: int = 0) -> None:
+        super().__init__()
+        if isinstance(observables, str) or not all(isinstance(o, str) for o in observables):
+            raise TypeError(f"observables must be a sequence of names; got {observables!r}")
+        self.observables = tuple(observables)
+        if not self.observables:
+            raise ValueError("observables must name at least one observable")
+        self.analyze_at = tuple(check_positive_int(e, "analyze_at") for e in analyze_at)
+        self.analyze_every = check_positive_int(analyze_every, "analyze_every", allow_none=True)
+        self.window = check_positive_int(window, "window", allow_none=True)
+        if self.window is not None and self.window < 4:
+            raise ValueError(f"window must be at least 4 snapshots; got {window}")
+        self.delays = check_positive_int(delays, "delays", allow_none=True)
+        self.augment_constant = bool(augment_constant)
+        self.max_dim = check_positive_int(max_dim, "max_dim", allow_none=True)
+        self.sketch_seed = int(sketch_seed)
+        self.storage = storage
+        self.batch_interval = check_positive_int(batch_interval, "batch_interval", allow_none=True)
+        if primary not in self.observables:
+            raise ValueError(f"primary must be one of observables {self.observables}; got {primary!r}")
+        self.primary = primary
+        self.tol = tol
+        self.refine = min_importance if refine is None else refine
+        self.delta = delta
+        self.min_importance = min_importance
+        self.max_residual = max_residual
+        self.stop_at_fixed_point = bool(stop_at_fixed_point)
+        self.fixed_point_threshold = float(fixed_point_threshold)
+        self.warmup = int(warmup)
+        if on_poor_initialization not in _POOR_INIT_ACTIONS:
+            raise ValueError(f"on_poor_initialization must be one of {_POOR_INIT_ACTIONS}; "
+                             f"got {on_poor_initialization!r}")
+        self.on_poor_initialization = on_poor_initialization
+        first, last = (int(e) for e in poor_init_epochs)
+        if not 1 <= first <= last:
+            raise ValueError(f"poor_init_epochs must be (first, last) with 1 <= first <= last; got {poor_init_epochs!r}")
+        self.poor_init_epochs = (first, last)
+        self.stagnation_threshold = float(stagnation_threshold)
+        self.high_loss_fraction = float(high_loss_fraction)
+        self.growth_threshold = float(growth_threshold)
+        self.max_restarts = int(max_restarts)
+        self.restart_seed = int(restart_seed)
+        self.keep_modes = bool(keep_modes)
+        self.tensorboard_dir = tensorboard_dir
+        self.verbose = int(verbose)
+        if self.batch_interval is None:
+            # an overridden batch hook would make Keras dispatch every step synchronously
+            self.on_train_batch_end = keras.callbacks.Callback.on_train_batch_end.__get__(self)
+        self._reset()
+
+    # ------------------------------------------------------------------ state
+    def _reset(self) -> None:
+        self.analyses: list[KoopmanAnalysis] = []
+        self.restarts = 0
+        self.stopped_epoch: int | None = None
+        self.stop_reason: str | None = None
+        self._store: TrajectoryStore | None = None
+        self._qr: IncrementalQR | None = None
+        self._sketch: SparseSignSketch | None = None
+        self._latest: dict[str, float] = {k: math.nan for k in DIAGNOSTIC_KEYS}
+        self._latest["koopman_poor_init"] = 0.0
+        self._latest["koopman_nonfinite"] = 0.0
+        self._steps = 0
+        self._epochs_done = 0
+        self._segment_start = 0  # index of the first weight snapshot since the last restart
+        self._segment_epoch = 0.0  # epoch of the last restart (scalars after it count)
+        self._writer = None
+
+    @property
+    def scalars(self) -> dict:
+        """``name -> (epochs, values)`` of every recorded scalar observable."""
+        if self._store is None:
+            return {}
+        return {name: self._store.scalar(name) for name in self._store.scalar_names}
+
+    @property
+    def weight_epochs(self) -> np.ndarray:
+        return np.empty(0) if self._store is None else self._store.weight_epochs
+
+    def trajectory(self) -> np.ndarray:
+        """Recorded weight observable, snapshots as columns (n, T)."""
+        if self._store is None:
+            raise RuntimeError("nothing recorded yet: call model.fit with this callback first")
+        return self._store.weights()
+
+    # ------------------------------------------------------------------ Keras hooks
+    def on_train_begin(self, logs=None):
+        self._reset()
+        self._chief = _is_chief()
+        n_weights = int(sum(int(np.prod(v.shape)) for v in self.model.trainable_variables))
+        if n_weights == 0:
+            raise ValueError("model has no trainable weights to monitor")
+        dims = n_weights
+        if self.max_dim is not None and n_weights > self.max_dim:
+            self._sketch = SparseSignSketch(n_weights, self.max_dim, seed=self.sketch_seed)
+            dims = self.max_dim
+        dims += int(self.augment_constant)
+        dtypes = {np.dtype(keras.backend.standardize_dtype(v.dtype)) for v in self.model.trainable_variables}
+        dtype = np.result_type(*dtypes) if dtypes else np.float32
+        metadata = {
+            "model": self.model.name,
+            "n_weights": n_weights,
+            "augment_constant": self.augment_constant,
+            "sketch": None if self._sketch is None else self._sketch.get_config(),
+            "variables": [[v.path, list(map(int, v.shape))] for v in self.model.trainable_variables],
+            "batch_interval": self.batch_interval,
+        }
+        path = self.storage if self._chief else None
+        self._store = TrajectoryStore(dims, path=path, dtype=dtype, metadata=metadata)
+        if "weights" in self.observables:
+            self._qr = IncrementalQR(dims)
+            self._record_weights(0.0)
+        if self.tensorboard_dir is not None and self._chief:
+            import tensorflow as tf
+            self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir))
+
+    def on_train_batch_end(self, batch, logs=None):  # replaced in __init__ when not used
+        self._steps += 1
+        if "weights" in self.observables and self._steps % self.batch_interval == 0:
+            steps = self.params.get("steps") or 0
+            epoch = self._epochs_done + ((batch + 1) / steps if steps else 0.0)
+            self._record_weights(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        self._epochs_done = epoch + 1
+        done = self._epochs_done
+        nonfinite = [k for k in self.observables if k in logs and not np.isfinite(float(logs[k]))]
+        weights = None
+        if "weights" in self.observables and self.batch_interval is None:
+            weights = self._observe_weights()
+            if not np.all(np.isfinite(weights)):
+                nonfinite.append("weights")
+        if nonfinite:
+            self._stop(epoch, f"non-finite {', '.join(nonfinite)} at epoch {done}")
+            self._latest["koopman_nonfinite"] = 1.0
+            warnings.warn(f"KoopmanMonitor: {self.stop_reason}; training stopped", RuntimeWarning)
+            logs.update(self._latest)
+            return
+        if weights is not None:
+            self._append_weights(float(done), weights)
+        scalars = {k: float(logs[k]) for k in self.observables if k != "weights" and k in logs}
+        if scalars:
+            self._store.append_scalars(float(done), scalars)
+        if self._should_analyse(done):
+            self._analyse(done)
+            self._decide(epoch, done)
+        logs.update(self._latest)
+
+    def on_train_end(self, logs=None):
+        if self._store is not None:
+            self._store.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # ------------------------------------------------------------------ recording
+    def _observe_weights(self) -> np.ndarray:
+        parts = [keras.ops.convert_to_numpy(v).reshape(-1) for v in self.model.trainable_variables]
+        vector = np.concatenate(parts)
+        if self._sketch is not None:
+            vector = self._sketch(vector)
+        if self.augment_constant:
+            vector = np.append(vector, 1.0)
+        return vector
+
+    def _record_weights(self, epoch: float) -> None:
+        weights = self._observe_weights()
+        if not np.all(np.isfinite(weights)):
+            self._latest["koopman_nonfinite"] = 1.0
+            self._stop(None, f"non-finite weights at epoch {epoch:g}")
+            return
+        self._append_weights(epoch, weights)
+
+    def _append_weights(self, epoch: float, vector: np.ndarray) -> None:
+        self._store.append_weights(epoch, vector)
+        stored = self._store.weights()[:, -1]  # what was stored, in its dtype
+        self._qr.append(stored)
+
+    # ------------------------------------------------------------------ analysis
+    def _should_analyse(self, done: int) -> bool:
+        return done in self.analyze_at or (self.analyze_every is not None and done % self.analyze_every == 0)
+
+    def _analyse(self, done: int) -> None:
+        new = []
+        for name in self.observables:
+            try:
+                analysis = self._analyse_observable(name)
+            except ValueError as exc:  # too few values so far, NaN in a series, ...
+                if self.verbose:
+                    print(f"KoopmanMonitor: epoch {done}: {name} not analysed ({exc})")
+                continue
+            if analysis is not None:
+                new.append(analysis)
+        self.analyses.extend(new)
+        if self._store is not None:
+            self._store.set_analyses(self.analyses)
+        for analysis in new:
+            if analysis.observable == self.primary:
+                diag = analysis.diagnostics
+                self._latest.update({
+                    "koopman_unit_cluster": diag.unit_cluster,
+                    "koopman_spectral_radius": diag.spectral_radius,
+                    "koopman_growing": diag.growing,
+                    "koopman_epochs_to_converge": diag.epochs_to_converge,
+                })
+            if self.verbose:
+                d = analysis.diagnostics
+                print(f"KoopmanMonitor: epoch {done}: {analysis.observable}: rank {analysis.rank}, "
+                      f"unit cluster {d.unit_cluster:.3f}, radius {d.spectral_radius:.4f}, "
+                      f"growing {d.growing:.3f}, epochs to converge {d.epochs_to_converge:.1f}")
+            if self._writer is not None:
+                self._log_image(analysis, done)
+
+    def _window_slice(self, count: int) -> slice:
+        start = self._segment_start if self.window is None else max(self._segment_start, count - self.window)
+        return slice(start, count)
+
+    def _analyse_observable(self, name: str) -> KoopmanAnalysis | None:
+        options = dict(tol=self.tol, refine=self.refine, delta=self.delta,
+                       min_importance=self.min_importance, max_residual=self.max_residual)
+        if name == "weights":
+            count = len(self._qr)
+            window = self._window_slice(count)
+            if window.stop - window.start < 3:
+                raise ValueError("fewer than 3 weight snapshots")
+            return analyze_weights(self._qr.R[:, window], self._store.weight_epochs[window],
+                                   n_features=self._qr.n_features, keep_modes=False, **options)
+        epochs, values = self._store.scalar(name)
+        if epochs.size == 0:
+            return None
+        keep = epochs > self._segment_epoch
+        epochs, values = epochs[keep], values[keep]
+        if self.window is not None:
+            epochs, values = epochs[-self.window:], values[-self.window:]
+        return analyze_series(values, epochs, observable=name, delays=self.delays,
+                              keep_modes=self.keep_modes, **options)
+
+    def weight_modes(self, analysis: KoopmanAnalysis | None = None) -> KoopmanModes:
+        """Koopman modes of the weight observable in weight coordinates.
+
+        Re-runs DMD_RRR on the analysis window (default: the latest weights analysis) and
+        lifts the modes with the trajectory's orthonormal basis (``O(n T k)``).  Rows are the
+        flattened trainable weights in ``model.trainable_variables`` order (sketch
+        coordinates if ``max_dim`` was active), plus the constant observable as last row when
+        ``augment_constant``.
+        """
+        if self._qr is None or len(self._qr) == 0:
+            raise RuntimeError("no weight trajectory recorded")
+        if analysis is None:
+            candidates = [a for a in self.analyses if a.observable == "weights"]
+            if not candidates:
+                raise RuntimeError("no weights analysis yet")
+            analysis = candidates[-1]
+        epochs = self._store.weight_epochs
+        start = int(np.searchsorted(epochs, analysis.first_epoch))
+        stop = int(np.searchsorted(epochs, analysis.last_epoch, side="right"))
+        tol = default_tol(self._qr.n_features, np.float32) if self.tol is None else self.tol
+        compressed = dmd_rrr(self._qr.R[:, start:stop], tol=tol, refine=self.refine)
+        lifted = self._qr.Q @ compressed.modes
+        return KoopmanModes(
+            eigenvalues=compressed.eigenvalues.copy(), modes=lifted,
+            residuals=compressed.residuals.copy(), amplitudes=compressed.amplitudes.copy(),
+            importance=compressed.importance.copy(), rank=compressed.rank,
+            singular_values=compressed.singular_values.copy(), t_end=compressed.t_end,
+            real_data=compressed.real_data)
+
+    # ------------------------------------------------------------------ decisions
+    def is_poor_initialization(self, done: int) -> str | None:
+        """The poor-initialisation rule; returns the reason, or ``None``.
+
+        Evaluated at an analysis after ``done`` completed epochs with
+        ``poor_init_epochs[0] <= done - e0 <= poor_init_epochs[1]``, ``e0`` the epoch of the last
+        restart (0 without one), on the latest analysis of the primary observable.  It fires
+        if any of:
+
+        1. *stagnation*: ``unit_cluster >= stagnation_threshold`` (the important eigenvalues
+           sit at 1: training is near a fixed point) while the training loss is still at least
+           ``high_loss_fraction`` of its first-epoch value;
+        2. *growth*: the importance-weighted fraction of growing modes
+           (``|λ| > 1 + delta``) is at least ``growth_threshold``;
+        3. *too slow*: ``epochs_to_converge`` (epochs for the slowest important transient to
+           shrink 100-fold) exceeds the epochs left in the budget.
+        """
+        first, last = self.poor_init_epochs
+        if not first <= done - self._segment_epoch <= last:  # counted from the (re)start
+            return None
+        current = [a for a in self.analyses if a.observable == self.primary and a.last_epoch == done]
+        if not current:
+            return None
+        diag = current[-1].diagnostics
+        epochs, loss = self._store.scalar("loss")
+        loss = loss[epochs > self._segment_epoch]
+        if loss.size >= 2 and diag.unit_cluster >= self.stagnation_threshold \
+                and loss[-1] >= self.high_loss_fraction * loss[0]:
+            return (f"stagnation: unit cluster {diag.unit_cluster:.2f} while loss {loss[-1]:.4g} "
+                    f"is still {loss[-1] / loss[0]:.0%} of its first value")
+        if diag.growing >= self.growth_threshold:
+            return f"growing modes carry {diag.growing:.0%} of the importance"
+        budget = (self.params or {}).get("epochs")
+        if budget is not None and diag.epochs_to_converge > budget - done:
+            return (f"predicted {diag.epochs_to_converge:.0f} epochs to converge, "
+                    f"{budget - done} left in the budget")
+        return None
+
+    def _decide(self, epoch: int, done: int) -> None:
+        if self.on_poor_initialization is not None:
+            reason = self.is_poor_initialization(done)
+            if reason is not None:
+                self._latest["koopman_poor_init"] = 1.0
+                self._act_on_poor_init(epoch, done, reason)
+                return
+        if self.stop_at_fixed_point and done >= self.warmup:
+            cluster = self._latest["koopman_unit_cluster"]
+            if np.isfinite(cluster) and cluster >= self.fixed_point_threshold:
+                self._stop(epoch, f"fixed point: unit cluster {cluster:.3f} >= "
+                                  f"{self.fixed_point_threshold} after {done} epochs")
+
+    def _act_on_poor_init(self, epoch: int, done: int, reason: str) -> None:
+        message = f"KoopmanMonitor: poor initialisation suspected after {done} epochs ({reason})"
+        if self.on_poor_initialization == "warn":
+            warnings.warn(message, RuntimeWarning)
+        elif self.on_poor_initialization == "stop":
+            warnings.warn(message + "; training stopped", RuntimeWarning)
+            self._stop(epoch, f"poor initialisation: {reason}")
+        elif self.restarts >= self.max_restarts:
+            warnings.warn(message + f"; {self.max_restarts} restarts used, training stopped",
+                          RuntimeWarning)
+            self._stop(epoch, f"poor initialisation after {self.restarts} restarts: {reason}")
+        else:
+            self.restarts += 1
+            reinitialize(self.model, seed=self.restart_seed + self.restarts - 1)
+            warnings.warn(message + f"; weights re-initialised (restart {self.restarts})", RuntimeWarning)
+            if self.verbose:
+                print(message)
+            self._segment_epoch = float(done)
+            if "weights" in self.observables:
+                self._segment_start = len(self._qr)
+                self._append_weights(float(done), self._observe_weights())
+
+    def _stop(self, epoch, reason: str) -> None:
+        self.model.stop_training = True
+        self.stopped_epoch = epoch
+        self.stop_reason = reason
+        if self.verbose:
+            print(f"KoopmanMonitor: stopping: {reason}")
+
+    # ------------------------------------------------------------------ output
+    def _log_image(self, analysis: KoopmanAnalysis, done: int) -> None:
+        import tensorflow as tf
+
+        from keras_koopman.plotting import spectrum_png
+
+        image = tf.image.decode_png(spectrum_png(analysis), channels=4)[None]
+        with self._writer.as_default():
+            tf.summary.image(f"koopman/{analysis.observable}", image, step=done)
+        self._writer.flush()
+
+    def save(self, path) -> None:
+        """Write the record (weights, scalars, analyses) to a directory; chief only.
+
+        The layout is described in :mod:`keras_koopman.trajectory`; read it back with
+        :meth:`load`.
+        """
+        if self._store is None:
+            raise RuntimeError("nothing recorded yet: call model.fit with this callback first")
+        if _is_chief():
+            self._store.save(path)
+
+    @staticmethod
+    def load(path) -> TrainingTrajectory:
+        """Read a saved or disk-backed record (``TrainingTrajectory``)."""
+        return TrainingTrajectory.load(path)
+
+
+def _is_chief() -> bool:
+    import tensorflow as tf
+    if not tf.distribute.has_strategy():
+        return True
+    return bool(tf.distribute.get_strategy().extended.should_checkpoint)
+
+
+_INITIALIZED = ("kernel", "bias", "embeddings", "recurrent_kernel", "depthwise_kernel",
+                "pointwise_kernel", "gamma", "beta")
+
+
+def reinitialize(model: keras.Model, seed: int) -> None:
+    """Draw fresh initial values for every variable that has an initializer, and reset the
+    optimizer's state (moments and iteration count).
+
+    Each layer's ``<name>_initializer`` is re-created from its config with a seed derived
+    from ``seed``, so restarts are reproducible.  Other variables are left as they are.
+    """
+    counter = 0
+    for layer in _all_layers(model):
+        for attr in _INITIALIZED:
+            variable = getattr(layer, attr, None)
+            init = getattr(layer, f"{attr}_initializer", None)
+            if variable is None or init is None or not hasattr(variable, "assign"):
+                continue
+            config = init.get_config()
+            if "seed" in config:
+                config["seed"] = int(seed) * 100003 + counter
+            fresh = init.__class__.from_config(config)
+            variable.assign(fresh(variable.shape, variable.dtype))
+            counter += 1
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        for variable in optimizer.variables:
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+
+
+def _all_layers(layer):
+    seen = set()
+    stack = [layer]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(getattr(current, "layers", []) or [])

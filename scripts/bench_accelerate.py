@@ -1,0 +1,251 @@
+"""Benchmark: ``KoopmanAccelerator`` (Koopman weight extrapolation) against plain training.
+
+For each setting and seed, in the same process and interleaved (plain, then accelerated):
+
+1. **Plain** training for a fixed budget of ``B`` epochs.  The seed's *target* is the best
+   validation loss plain training reaches within the budget; plain's cost is the wall-clock
+   time (from the start of ``fit``) and the number of epochs at which it first reaches it.
+2. **Accelerated** training from the same initial weights and the same data order
+   (``keras.utils.set_random_seed(seed)`` before each run), with ``KoopmanAccelerator`` in the
+   callbacks, stopped as soon as ``val_loss <= target``, for at most ``max_factor · B`` epochs.
+   Its time includes everything the callback does (weight copies, DMD_RRR, held-loss passes).
+
+The ratio accelerated/plain of time-to-target and of epochs-to-target is reported per setting
+as median [min–max] and mean ± std over seeds; a run that never reaches the target within the
+cap counts as ``cap time / plain time`` and is flagged.
+
+Settings:
+
+* ``mlp-sgd``, ``mlp-adam``: an MLP (8 → 64 → 64 → 1, tanh) regressing a random teacher
+  network plus noise (4,096 train / 1,024 validation samples, batch 128); SGD lr 0.05 or Adam
+  lr 1e-3; MSE.
+* ``cnn-sgd``, ``cnn-adam``: the paper's CNN (:func:`keras_koopman.paper_cnn`, Xavier init) on
+  an MNIST subset (``--cnn-train`` training images, 1,000 test images for validation, batch
+  64); SGD lr 0.05 or Adam lr 1e-3 (the paper's); cross-entropy.
+
+The accelerator's guard uses a slice of the training data (``--held`` samples), never the
+validation set.  Its options default to the library defaults and can be overridden on the
+command line (for the sweeps in ``docs/accelerator.md``).
+
+Usage::
+
+    python scripts/bench_accelerate.py                # 4 settings x 5 seeds (~20 min on 2 cores)
+    python scripts/bench_accelerate.py --quick        # smoke run (2 seeds, short budgets)
+    python scripts/bench_accelerate.py --settings mlp-sgd --seeds 3 --target fixed_point
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_koopman.accelerator import KoopmanAccelerator  # noqa: E402
+
+SETTINGS = ("mlp-sgd", "mlp-adam", "cnn-sgd", "cnn-adam")
+BUDGETS = {"mlp-sgd": 60, "mlp-adam": 60, "cnn-sgd": 12, "cnn-adam": 12}
+QUICK_BUDGETS = {"mlp-sgd": 20, "mlp-adam": 20, "cnn-sgd": 4, "cnn-adam": 4}
+
+
+# ---------------------------------------------------------------------------------------------
+# Problems
+# ---------------------------------------------------------------------------------------------
+
+def mlp_data(seed: int = 1234):
+    """Teacher–student regression: y = teacher(x) + 0.05·noise, x ~ N(0, I_8)."""
+    rng = np.random.default_rng(seed)
+    n_train, n_val, d, hidden = 4096, 1024, 8, 32
+    W1 = rng.normal(size=(d, hidden)) / np.sqrt(d)
+    W2 = rng.normal(size=(hidden, 1)) / np.sqrt(hidden)
+    x = rng.normal(size=(n_train + n_val, d))
+    y = np.tanh(x @ W1 + 0.1) @ W2 + 0.05 * rng.normal(size=(n_train + n_val, 1))
+    x, y = x.astype("float32"), y.astype("float32")
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def mlp_model(optimizer: str, seed: int) -> keras.Model:
+    init = keras.initializers.GlorotUniform
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(64, activation="tanh", kernel_initializer=init(seed), name="h1"),
+        keras.layers.Dense(64, activation="tanh", kernel_initializer=init(seed + 1), name="h2"),
+        keras.layers.Dense(1, kernel_initializer=init(seed + 2), name="out"),
+    ])
+    opt = keras.optimizers.SGD(0.05) if optimizer == "sgd" else keras.optimizers.Adam(1e-3)
+    model.compile(optimizer=opt, loss="mse")
+    return model
+
+
+def cnn_data(n_train: int):
+    from keras_koopman.datasets import load_mnist
+    x, y = load_mnist("train", as_numpy=True, subset=n_train)
+    xv, yv = load_mnist("test", as_numpy=True, subset=1000)
+    return (x, y), (xv, yv)
+
+
+def cnn_model(optimizer: str, seed: int) -> keras.Model:
+    from keras_koopman.models import paper_cnn
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    return paper_cnn("xavier", seed=seed, optimizer=optimizer, learning_rate=lr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------
+
+class Clock(keras.callbacks.Callback):
+    """Wall-clock time and val_loss at every epoch end; stops once val_loss <= target."""
+
+    def __init__(self, target: float | None = None) -> None:
+        super().__init__()
+        self.target = target
+        self.times: list[float] = []
+        self.val: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+        self.val.append(float(logs["val_loss"]))
+        if self.target is not None and self.val[-1] <= self.target:
+            self.model.stop_training = True
+
+
+def train(setting: str, seed: int, data, epochs: int, *, accelerator=None, target=None):
+    family, optimizer = setting.split("-")
+    (x, y), (xv, yv) = data
+    keras.utils.set_random_seed(seed)
+    model = (mlp_model if family == "mlp" else cnn_model)(optimizer, seed)
+    clock = Clock(target)
+    callbacks = ([accelerator] if accelerator is not None else []) + [clock]
+    batch = 128 if family == "mlp" else 64
+    model.fit(x, y, batch_size=batch, epochs=epochs, validation_data=(xv, yv),
+              callbacks=callbacks, verbose=0)
+    return clock
+
+
+def accelerator_for(args, data) -> KoopmanAccelerator:
+    (x, y), _ = data
+    held = (x[: args.held], y[: args.held])
+    options = {k: getattr(args, k) for k in
+               ("every", "window", "target", "horizon", "granularity", "max_residual",
+                "backtrack", "optimizer_state", "pod_rank", "delta")
+               if getattr(args, k) is not None}
+    if args.no_anchor:
+        options["anchored"] = False
+    return KoopmanAccelerator(held, **options)
+
+
+def summarise(values: np.ndarray) -> str:
+    return (f"{np.median(values):.2f} [{values.min():.2f}-{values.max():.2f}]  "
+            f"{values.mean():.2f}±{values.std(ddof=1) if values.size > 1 else 0.0:.2f}")
+
+
+def run_setting(setting: str, args, data, budget: int) -> dict:
+    rows = []
+    for seed in range(args.seed0, args.seed0 + args.seeds):
+        plain = train(setting, seed, data, budget)
+        val = np.asarray(plain.val)
+        target = float(val.min())
+        first = int(np.flatnonzero(val <= target)[0])
+        plain_time, plain_epochs = plain.times[first], first + 1
+        accelerator = accelerator_for(args, data)
+        cap = int(np.ceil(args.max_factor * budget))
+        accel = train(setting, seed, data, cap, accelerator=accelerator, target=target)
+        reached = accel.val[-1] <= target
+        accel_time, accel_epochs = accel.times[-1], len(accel.val)
+        jumps = accelerator.jumps
+        row = dict(seed=seed, target=target, plain_time=plain_time, plain_epochs=plain_epochs,
+                   accel_time=accel_time, accel_epochs=accel_epochs, reached=reached,
+                   time_ratio=accel_time / plain_time, epoch_ratio=accel_epochs / plain_epochs,
+                   attempted=len(jumps), accepted=sum(j.accepted for j in jumps),
+                   cost=accelerator.seconds, per_epoch_plain=plain.times[-1] / len(plain.times))
+        rows.append(row)
+        print(f"  {setting} seed {seed}: target {target:.4g}; plain {plain_epochs} ep "
+              f"{plain_time:.1f}s; accel {accel_epochs} ep {accel_time:.1f}s "
+              f"({'reached' if reached else 'NOT reached'}); jumps {row['accepted']}/"
+              f"{row['attempted']} accepted; callback {row['cost']:.2f}s "
+              f"-> time ratio {row['time_ratio']:.2f}, epoch ratio {row['epoch_ratio']:.2f}",
+              flush=True)
+    return {"setting": setting, "budget": budget, "rows": rows}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seed0", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="2 seeds, short budgets")
+    parser.add_argument("--budget", type=int, help="override every setting's epoch budget")
+    parser.add_argument("--max-factor", type=float, default=1.5,
+                        help="accelerated runs stop after max_factor x budget epochs")
+    parser.add_argument("--cnn-train", type=int, default=3000)
+    parser.add_argument("--held", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    for name, kind in (("every", int), ("window", int), ("target", str), ("horizon", int),
+                       ("granularity", str), ("max-residual", float), ("backtrack", int),
+                       ("optimizer-state", str), ("pod-rank", int), ("delta", float)):
+        parser.add_argument(f"--{name}", type=kind, default=None)
+    parser.add_argument("--no-anchor", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds = min(args.seeds, 2)
+
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    started = time.perf_counter()
+    print(f"# bench_accelerate  {datetime.date.today()}  {platform.node()}  "
+          f"keras {keras.__version__}  backend {keras.backend.backend()}")
+    print("# command: python " + " ".join(sys.argv))
+    print("# accelerator:", _options(args))
+    results = []
+    mlp = cnn = None
+    for setting in args.settings:
+        if setting.startswith("mlp"):
+            mlp = mlp or mlp_data()
+            data = mlp
+        else:
+            cnn = cnn or cnn_data(args.cnn_train)
+            data = cnn
+        budget = args.budget or (QUICK_BUDGETS if args.quick else BUDGETS)[setting]
+        results.append(run_setting(setting, args, data, budget))
+
+    print()
+    print("| setting | budget B (epochs) | plain s/epoch | time ratio median [min-max] mean±std "
+          "| epoch ratio median [min-max] mean±std | reached | jumps accepted/attempted "
+          "| callback share of accel time |")
+    print("|---|---|---|---|---|---|---|---|")
+    for result in results:
+        rows = result["rows"]
+        t = np.array([r["time_ratio"] for r in rows])
+        e = np.array([r["epoch_ratio"] for r in rows])
+        share = np.array([r["cost"] / r["accel_time"] for r in rows])
+        print(f"| {result['setting']} | {result['budget']} "
+              f"| {np.mean([r['per_epoch_plain'] for r in rows]):.2f} | {summarise(t)} "
+              f"| {summarise(e)} | {sum(r['reached'] for r in rows)}/{len(rows)} "
+              f"| {sum(r['accepted'] for r in rows)}/{sum(r['attempted'] for r in rows)} "
+              f"| {100 * np.median(share):.1f}% |")
+    print(f"\n# total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _options(args) -> str:
+    acc = accelerator_for(args, ((np.zeros((1, 1)), np.zeros((1, 1))), None))
+    names = ("every", "window", "target", "horizon", "granularity", "pod_rank", "max_residual",
+             "delta", "anchored", "backtrack", "optimizer_state")
+    return ", ".join(f"{n}={getattr(acc, n)!r}" for n in names) + f", held={args.held}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
