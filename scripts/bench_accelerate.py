@@ -102,19 +102,22 @@ def cnn_model(optimizer: str, seed: int) -> keras.Model:
 # ---------------------------------------------------------------------------------------------
 
 class Clock(keras.callbacks.Callback):
-    """Wall-clock time and val_loss at every epoch end; stops once val_loss <= target."""
+    """Wall-clock and process CPU time and val_loss at every epoch end; stops at the target."""
 
     def __init__(self, target: float | None = None) -> None:
         super().__init__()
         self.target = target
         self.times: list[float] = []
+        self.cpu: list[float] = []
         self.val: list[float] = []
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         self.times.append(time.perf_counter() - self._start)
+        self.cpu.append(time.process_time() - self._cpu_start)
         self.val.append(float(logs["val_loss"]))
         if self.target is not None and self.val[-1] <= self.target:
             self.model.stop_training = True
@@ -133,16 +136,41 @@ def train(setting: str, seed: int, data, epochs: int, *, accelerator=None, targe
     return clock
 
 
-def accelerator_for(args, data) -> KoopmanAccelerator:
-    (x, y), _ = data
-    held = (x[: args.held], y[: args.held])
-    options = {k: getattr(args, k) for k in
-               ("every", "window", "target", "horizon", "granularity", "max_residual",
-                "backtrack", "optimizer_state", "pod_rank", "delta")
-               if getattr(args, k) is not None}
+OPTION_NAMES = ("every", "window", "target", "horizon", "granularity", "pod_rank",
+                "max_residual", "delta", "anchored", "backtrack", "optimizer_state")
+
+#: one-factor-at-a-time variations of the defaults, run by ``--sweep``
+SWEEP = (
+    {},
+    {"target": "fixed_point"},
+    {"horizon": 5},
+    {"horizon": 20},
+    {"horizon": 40},
+    {"every": 5, "window": 5},
+    {"every": 20, "window": 20},
+    {"every": 5, "window": 10},
+    {"granularity": "layer"},
+    {"pod_rank": 3},
+    {"anchored": False},
+    {"backtrack": 0},
+    {"max_residual": 0.01},
+    {"max_residual": 0.2},
+    {"optimizer_state": "reset"},
+)
+
+
+def cli_options(args) -> dict:
+    options = {k: getattr(args, k) for k in OPTION_NAMES
+               if k != "anchored" and getattr(args, k) is not None}
     if args.no_anchor:
         options["anchored"] = False
-    return KoopmanAccelerator(held, **options)
+    return options
+
+
+def accelerator_for(args, data, overrides=None) -> KoopmanAccelerator:
+    (x, y), _ = data
+    held = (x[: args.held], y[: args.held])
+    return KoopmanAccelerator(held, **{**cli_options(args), **(overrides or {})})
 
 
 def summarise(values: np.ndarray) -> str:
@@ -150,33 +178,37 @@ def summarise(values: np.ndarray) -> str:
             f"{values.mean():.2f}±{values.std(ddof=1) if values.size > 1 else 0.0:.2f}")
 
 
-def run_setting(setting: str, args, data, budget: int) -> dict:
-    rows = []
+def run_setting(setting: str, args, data, budget: int, configs=({},)) -> list[dict]:
+    """Plain once per seed, then each accelerator configuration; one result per configuration."""
+    results = [{"setting": setting, "budget": budget, "config": c, "rows": []} for c in configs]
     for seed in range(args.seed0, args.seed0 + args.seeds):
         plain = train(setting, seed, data, budget)
         val = np.asarray(plain.val)
         target = float(val.min())
         first = int(np.flatnonzero(val <= target)[0])
-        plain_time, plain_epochs = plain.times[first], first + 1
-        accelerator = accelerator_for(args, data)
-        cap = int(np.ceil(args.max_factor * budget))
-        accel = train(setting, seed, data, cap, accelerator=accelerator, target=target)
-        reached = accel.val[-1] <= target
-        accel_time, accel_epochs = accel.times[-1], len(accel.val)
-        jumps = accelerator.jumps
-        row = dict(seed=seed, target=target, plain_time=plain_time, plain_epochs=plain_epochs,
-                   accel_time=accel_time, accel_epochs=accel_epochs, reached=reached,
-                   time_ratio=accel_time / plain_time, epoch_ratio=accel_epochs / plain_epochs,
-                   attempted=len(jumps), accepted=sum(j.accepted for j in jumps),
-                   cost=accelerator.seconds, per_epoch_plain=plain.times[-1] / len(plain.times))
-        rows.append(row)
-        print(f"  {setting} seed {seed}: target {target:.4g}; plain {plain_epochs} ep "
-              f"{plain_time:.1f}s; accel {accel_epochs} ep {accel_time:.1f}s "
-              f"({'reached' if reached else 'NOT reached'}); jumps {row['accepted']}/"
-              f"{row['attempted']} accepted; callback {row['cost']:.2f}s "
-              f"-> time ratio {row['time_ratio']:.2f}, epoch ratio {row['epoch_ratio']:.2f}",
-              flush=True)
-    return {"setting": setting, "budget": budget, "rows": rows}
+        plain_time, plain_cpu, plain_epochs = plain.times[first], plain.cpu[first], first + 1
+        for config, result in zip(configs, results):
+            accelerator = accelerator_for(args, data, config)
+            cap = int(np.ceil(args.max_factor * budget))
+            accel = train(setting, seed, data, cap, accelerator=accelerator, target=target)
+            reached = accel.val[-1] <= target
+            jumps = accelerator.jumps
+            row = dict(seed=seed, target=target, plain_time=plain_time, plain_epochs=plain_epochs,
+                       accel_time=accel.times[-1], accel_epochs=len(accel.val), reached=reached,
+                       time_ratio=accel.times[-1] / plain_time,
+                       cpu_ratio=accel.cpu[-1] / plain_cpu,
+                       epoch_ratio=len(accel.val) / plain_epochs,
+                       attempted=len(jumps), accepted=sum(j.accepted for j in jumps),
+                       cost=accelerator.seconds,
+                       per_epoch_plain=plain.times[-1] / len(plain.times))
+            result["rows"].append(row)
+            print(f"  {setting} {config or 'defaults'} seed {seed}: target {target:.4g}; plain "
+                  f"{plain_epochs} ep {plain_time:.1f}s; accel {row['accel_epochs']} ep "
+                  f"{row['accel_time']:.1f}s ({'reached' if reached else 'NOT reached'}); "
+                  f"jumps {row['accepted']}/{row['attempted']} accepted; callback "
+                  f"{row['cost']:.2f}s -> time {row['time_ratio']:.2f}, cpu "
+                  f"{row['cpu_ratio']:.2f}, epochs {row['epoch_ratio']:.2f}", flush=True)
+    return results
 
 
 def main(argv=None) -> int:
@@ -196,6 +228,8 @@ def main(argv=None) -> int:
                        ("optimizer-state", str), ("pod-rank", int), ("delta", float)):
         parser.add_argument(f"--{name}", type=kind, default=None)
     parser.add_argument("--no-anchor", action="store_true")
+    parser.add_argument("--sweep", action="store_true",
+                        help="run the one-factor-at-a-time variations of the defaults (SWEEP)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds = min(args.seeds, 2)
@@ -219,20 +253,23 @@ def main(argv=None) -> int:
             cnn = cnn or cnn_data(args.cnn_train)
             data = cnn
         budget = args.budget or (QUICK_BUDGETS if args.quick else BUDGETS)[setting]
-        results.append(run_setting(setting, args, data, budget))
+        results.extend(run_setting(setting, args, data, budget, SWEEP if args.sweep else ({},)))
 
     print()
-    print("| setting | budget B (epochs) | plain s/epoch | time ratio median [min-max] mean±std "
-          "| epoch ratio median [min-max] mean±std | reached | jumps accepted/attempted "
-          "| callback share of accel time |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| setting | config | B | plain s/epoch | wall-clock ratio median [min-max] mean±std "
+          "| CPU-time ratio median [min-max] | epoch ratio median [min-max] mean±std | reached "
+          "| jumps accepted/attempted | callback share |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         rows = result["rows"]
         t = np.array([r["time_ratio"] for r in rows])
+        c = np.array([r["cpu_ratio"] for r in rows])
         e = np.array([r["epoch_ratio"] for r in rows])
         share = np.array([r["cost"] / r["accel_time"] for r in rows])
-        print(f"| {result['setting']} | {result['budget']} "
+        config = ", ".join(f"{k}={v}" for k, v in result["config"].items()) or "defaults"
+        print(f"| {result['setting']} | {config} | {result['budget']} "
               f"| {np.mean([r['per_epoch_plain'] for r in rows]):.2f} | {summarise(t)} "
+              f"| {np.median(c):.2f} [{c.min():.2f}-{c.max():.2f}] "
               f"| {summarise(e)} | {sum(r['reached'] for r in rows)}/{len(rows)} "
               f"| {sum(r['accepted'] for r in rows)}/{sum(r['attempted'] for r in rows)} "
               f"| {100 * np.median(share):.1f}% |")
@@ -242,9 +279,7 @@ def main(argv=None) -> int:
 
 def _options(args) -> str:
     acc = accelerator_for(args, ((np.zeros((1, 1)), np.zeros((1, 1))), None))
-    names = ("every", "window", "target", "horizon", "granularity", "pod_rank", "max_residual",
-             "delta", "anchored", "backtrack", "optimizer_state")
-    return ", ".join(f"{n}={getattr(acc, n)!r}" for n in names) + f", held={args.held}"
+    return ", ".join(f"{n}={getattr(acc, n)!r}" for n in OPTION_NAMES) + f", held={args.held}"
 
 
 if __name__ == "__main__":
