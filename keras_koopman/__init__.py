@@ -27,6 +27,10 @@ from keras_koopman.datasets import load_fashion_mnist, load_mnist
 from keras_koopman.models import paper_cnn
 
 # --- training callbacks ---
+from keras_koopman.tuner import (KoopmanPruning, KoopmanPruningMixin, PruningRule,
+                                 SpectralBayesianOptimization, SpectralGridSearch,
+                                 SpectralHyperband, SpectralRandomSearch, TrialPruning,
+                                 koopman_forecast, with_koopman_pruning)
 from keras_koopman.plotting import plot_spectrum, plot_training_report, spectrum_png
 from keras_koopman.analysis import KoopmanAnalysis, analyze_series, analyze_weights
 from keras_koopman.monitor import KoopmanMonitor

@@ -15,11 +15,13 @@ of the trajectory ``F`` (n × T; pairs ``F[:, :-1] -> F[:, 1:]``) and the same t
   relative-tolerance rule and does not scale columns; its other arguments are the defaults:
   no TLSQ, no optimal amplitudes); PyDMD computes no residuals.
 
-Each method runs alone in a fresh subprocess (numpy, scipy, LAPACK at their default thread
-counts).  Reported: wall time of the call, its ratio to ``dmd_rrr`` (refined), the largest
-distance between the method's eigenvalues and ``dmd_rrr``'s (matched by minimal total distance),
-the largest distance from a planted eigenvalue to the nearest computed one, and the peak
-resident-memory increase during the call (Linux ``VmHWM`` reset through
+Each method runs alone in a fresh subprocess (numpy, scipy and the LAPACK oracle at their
+default thread counts, or ``--threads``).  Reported: wall and CPU time of the call (CPU
+time, ``time.process_time``, is the robust figure on a shared machine with ``--threads 1``), their
+ratios to ``dmd_rrr`` (refined), the largest distance between the method's eigenvalues and ``dmd_rrr``'s
+(matched by minimal total distance), the largest distance from a planted eigenvalue to the
+nearest computed one, the largest residual among the pairs nearest to the planted eigenvalues,
+and the peak resident-memory increase during the call (Linux ``VmHWM`` reset through
 ``/proc/self/clear_refs``) divided by the size of the float64 input.
 
 Usage::
@@ -155,25 +157,26 @@ def run_worker(method: str, data_path: str, tol: float, rank: int | None, repeat
             return model.eigs, np.full(model.eigs.shape, np.nan), int(model.eigs.size)
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
 
-    times, peak_kib = [], float("nan")
+    times, cpu_times, peak_kib = [], [], float("nan")
     for attempt in range(repeat):
         baseline = _status_kib("VmRSS")
         tracked = _reset_peak_rss()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         eigenvalues, residuals, k = call()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
         if attempt == 0 and tracked:
             peak_kib = _status_kib("VmHWM") - baseline
     tmp = result_path + ".tmp.npz"
     np.savez(tmp, eigenvalues=np.asarray(eigenvalues, dtype=np.complex128),
              residuals=np.asarray(residuals, dtype=np.float64), rank=k,
-             seconds=min(times), peak_bytes=peak_kib * 1024.0,
+             seconds=min(times), cpu_seconds=min(cpu_times), peak_bytes=peak_kib * 1024.0,
              input_bytes=float(F.nbytes))
     os.replace(tmp, result_path)
 
 
 def run_method(method: str, data_path: str, tol: float, rank: int | None, repeat: int,
-               workdir: str) -> dict:
+               workdir: str, threads: int | None) -> dict:
     result_path = os.path.join(workdir, f"result_{METHODS.index(method)}.npz")
     command = [sys.executable, os.path.abspath(__file__), "--worker", method,
                "--data", data_path, "--tol", repr(tol), "--repeat", str(repeat),
@@ -181,6 +184,8 @@ def run_method(method: str, data_path: str, tol: float, rank: int | None, repeat
     if rank is not None:
         command += ["--rank", str(rank)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if threads is not None:  # read by all three OpenBLAS copies (numpy, scipy, LAPACK oracle)
+        env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{done.stderr[-4000:]}")
@@ -216,20 +221,24 @@ def bench_size(n: int, snapshots: int, args, workdir: str) -> list[dict]:
     reference = None
     for method in METHODS:
         rank = int(reference["rank"]) if reference is not None else None
-        result = run_method(method, data_path, args.tol, rank, args.repeat, workdir)
+        result = run_method(method, data_path, args.tol, rank, args.repeat, workdir,
+                            args.threads)
         if reference is None:
             reference = result
         rows.append({
             "method": method,
             "k": int(result["rank"]),
             "seconds": float(result["seconds"]),
+            "cpu": float(result["cpu_seconds"]),
             "ratio": float(result["seconds"]) / float(reference["seconds"]),
+            "cpu_ratio": float(result["cpu_seconds"]) / float(reference["cpu_seconds"]),
             "dlam": max_matched_distance(result["eigenvalues"], reference["eigenvalues"]),
             "truth": max_error_to_truth(truth, result["eigenvalues"]),
             "max_res_true": _max_residual_near(truth, result),
             "mem": float(result["peak_bytes"]) / float(result["input_bytes"]),
         })
-        print(f"  {method:22s} {rows[-1]['seconds']:8.2f} s", file=sys.stderr, flush=True)
+        print(f"  {method:22s} {rows[-1]['seconds']:8.2f} s wall {rows[-1]['cpu']:8.2f} s cpu",
+              file=sys.stderr, flush=True)
     os.remove(data_path)
     return rows
 
@@ -245,13 +254,14 @@ def format_table(n: int, snapshots: int, rows: list[dict], planted: int) -> str:
     lines = [f"n = {n:,}, T = {snapshots} snapshots ({snapshots - 1} pairs), "
              f"{planted} planted eigenvalues, input {n * snapshots * 8 / 2**30:.2f} GiB float64",
              "",
-             "| method | k | time (s) | time / dmd_rrr | max \\|Δλ\\| vs dmd_rrr "
-             "| max \\|λ − λ_true\\| | max residual (true modes) | peak mem / input |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | k | wall (s) | CPU (s) | CPU / dmd_rrr | wall / dmd_rrr "
+             "| max \\|Δλ\\| vs dmd_rrr | max \\|λ − λ_true\\| | max residual (true modes) "
+             "| peak mem / input |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         res = "—" if np.isnan(row["max_res_true"]) else f"{row['max_res_true']:.1e}"
-        lines.append(f"| {row['method']} | {row['k']} | {row['seconds']:.2f} | "
-                     f"{row['ratio']:.2f} | {row['dlam']:.1e} | {row['truth']:.1e} | {res} | "
+        lines.append(f"| {row['method']} | {row['k']} | {row['seconds']:.2f} | {row['cpu']:.2f} | "
+                     f"{row['cpu_ratio']:.2f} | {row['ratio']:.2f} | {row['dlam']:.1e} | {row['truth']:.1e} | {res} | "
                      f"{row['mem']:.2f} |")
     return "\n".join(lines)
 
@@ -267,6 +277,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--repeat", type=int, default=1,
                         help="calls per method; the fastest is reported (default 1)")
+    parser.add_argument("--threads", type=int,
+                        help="BLAS threads per method (default: OpenBLAS's own, all cores)")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
@@ -283,7 +295,8 @@ def main() -> None:
     print(f"# bench_dmd.py  {datetime.date.today()}  python {platform.python_version()}  "
           f"numpy {np.__version__}  scipy {scipy.__version__}  "
           f"pydmd {version('pydmd')}  scipy-openblas32 {version('scipy-openblas32')}  "
-          f"cpus {os.cpu_count()}  tol {args.tol:g}  seed {args.seed}")
+          f"cpus {os.cpu_count()}  threads {args.threads or 'default'}  tol {args.tol:g}  "
+          f"seed {args.seed}  load {os.getloadavg()[0]:.1f}")
     del pydmd
     workdir = tempfile.mkdtemp(prefix="bench_dmd_")
     try:

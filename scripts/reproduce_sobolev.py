@@ -50,8 +50,9 @@ class StudyConfig:
     """Settings of one study run (all recorded with the results)."""
 
     n_test: int = 256
-    steps: int = 2000
-    learning_rate: float = 3e-3
+    steps: int = 3000
+    learning_rate: float = 1e-2
+    steps_per_execution: int = 500
     seeds: int = 5
     depth: int = 9
     units: int = 20
@@ -161,13 +162,16 @@ def train_model(variant: str, data: dict[str, np.ndarray], config: StudyConfig, 
         reconstruction=reconstruction,
     )
     kwargs = {"output_loss": output_loss} if method == "sobolev1" else {}
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps)
     model.compile(
-        keras.optimizers.Adam(config.learning_rate), loss=model.method_loss(method, **kwargs)
+        keras.optimizers.Adam(schedule),
+        loss=model.method_loss(method, **kwargs),
+        steps_per_execution=config.steps_per_execution,
     )
     x = (2.0 * data["t_train"] - 1.0)[None, :, None].astype("float32")
     y = data["y_train"][None, :, None].astype("float32")
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat(config.steps)
-    model.fit(dataset, epochs=1, verbose=0)
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     return model
 
 

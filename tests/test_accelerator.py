@@ -56,7 +56,7 @@ class WeightRecorder(keras.callbacks.Callback):
 
 
 def fit(model, x, y, epochs, callbacks):
-    return model.fit(x, y, batch_size=len(x), epochs=epochs, shuffle=False, verbose=0,
+    return model.fit(x, y, batch_size=N, epochs=epochs, shuffle=False, verbose=0,
                      callbacks=callbacks)
 
 

@@ -1,0 +1,597 @@
+"""Spectral pruning of keras-tuner searches: stop trials whose Koopman analysis condemns them.
+
+keras-tuner (1.4) trains every trial for its whole epoch budget: ``Tuner.on_epoch_end`` reports
+nothing to the oracle and ``Oracle.update_trial`` only carries a TODO for early stopping.  This
+module adds pruning to any tuner with one line::
+
+    SpectralRandomSearch = with_koopman_pruning(keras_tuner.RandomSearch)
+    tuner = SpectralRandomSearch(build_model, objective="val_loss", max_trials=20,
+                                 pruning=KoopmanPruning(warmup=4, margin=0.1))
+
+Every trial's ``fit`` gets a :class:`KoopmanPruning` callback, which runs a
+:class:`~keras_koopman.KoopmanMonitor` (DMD_RRR of the weights and of the loss curves, the
+paper's section "Insights into neural network training convergence via the Koopman spectrum")
+and stops the trial after a warm-up when
+
+1. **poor initialisation**: the monitor's rule fires (:meth:`KoopmanMonitor.is_poor_initialization`:
+   the important eigenvalues of the weight dynamics sit at 1 while the loss has hardly moved,
+   or growing modes carry weight), or training produced NaN/inf; or
+2. **forecast**: the Koopman forecast of the objective (Hankel DMD of its curve, the KMD of the
+   paper's Eq. (2) continued in time) promises nothing within ``margin`` of the best trial that
+   ran its full budget.
+
+A pruned trial is *completed*, never failed: raising ``FailedTrialError`` would abort the search
+after three consecutive prunes and hide the trial from the Bayesian oracle.  Its score is what
+was observed before pruning (or, with ``pruned_score="forecast"``, the forecast clipped to be no
+better than the last observed value), and its metrics carry ``pruned``, ``pruned_epoch``,
+``pruned_rule``, ``pruning_forecast`` and ``pruning_restarts`` (metrics reach the chief in
+distributed mode; ``trial.message``, also set, does not).  See ``docs/tuner.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import keras
+import keras_tuner
+import numpy as np
+
+from keras_koopman.analysis import KoopmanAnalysis
+from keras_koopman.monitor import KoopmanMonitor
+
+__all__ = [
+    "KoopmanPruning",
+    "KoopmanPruningMixin",
+    "PRUNING_KEYS",
+    "PruningRule",
+    "SpectralBayesianOptimization",
+    "SpectralGridSearch",
+    "SpectralHyperband",
+    "SpectralRandomSearch",
+    "TrialPruning",
+    "koopman_forecast",
+    "with_koopman_pruning",
+]
+
+#: ``logs`` keys (and trial metrics) written by :class:`KoopmanPruning` every epoch
+PRUNING_KEYS = ("pruned", "pruned_epoch", "pruned_rule", "pruning_forecast", "pruning_restarts")
+
+# monitor arguments KoopmanPruning sets itself
+_MANAGED = ("observables", "analyze_every", "analyze_at", "on_poor_initialization",
+            "poor_init_epochs", "max_restarts", "restart_seed", "keep_modes")
+
+_COMPLETED = keras_tuner.engine.trial.TrialStatus.COMPLETED
+
+# trials asked from the oracle when looking for the best completed one
+_REFERENCE_POOL = 100_000
+
+
+class PruningRule(enum.IntEnum):
+    """Why a trial was pruned; the value is the ``pruned_rule`` metric."""
+
+    NONE = 0
+    POOR_INITIALIZATION = 1
+    FORECAST = 2
+    NONFINITE = 3
+
+
+_RULE_TEXT = {
+    PruningRule.POOR_INITIALIZATION: "Koopman poor-initialisation rule",
+    PruningRule.FORECAST: "Koopman forecast of the objective",
+    PruningRule.NONFINITE: "non-finite loss or weights",
+}
+
+
+def koopman_forecast(analysis: KoopmanAnalysis, epochs) -> np.ndarray:
+    """Continue the Hankel KMD of a scalar observable to the given epochs.
+
+    The delay embedding of a series ``f_0 … f_{T-1}`` has columns ``(f_t, …, f_{t+L-1})``; its
+    Koopman mode decomposition (paper, Eq. (2)) reconstructs column ``t`` as
+    ``Σ_j φ_j λ_jᵗ α_j``, whose first entry is ``f_t`` for any integer ``t``, also beyond the data.
+
+    Parameters
+    ----------
+    analysis : KoopmanAnalysis
+        An analysis of a scalar observable with its modes kept (``analyze_series(...,
+        keep_modes=True)``, or a :class:`~keras_koopman.KoopmanMonitor` with ``keep_modes=True``).
+    epochs : array_like of int
+        Epochs (in the analysis' numbering, ``analysis.first_epoch`` is the first value) at
+        which to evaluate the decomposition.
+
+    Returns
+    -------
+    ndarray of float64, shape ``(len(epochs),)``
+
+    Raises
+    ------
+    ValueError
+        ``analysis`` is a weights analysis, has no modes, an epoch lies before its first
+        epoch, or a growing mode overflows at these epochs.
+    """
+    if analysis.delays is None:
+        raise ValueError(f"analysis must be of a scalar observable; got {analysis.observable!r}")
+    if analysis.modes is None:
+        raise ValueError("analysis must keep its modes (keep_modes=True) to forecast")
+    epochs = np.atleast_1d(np.asarray(epochs))
+    if epochs.dtype.kind not in "iuf" or not np.all(epochs == np.round(epochs)):
+        raise TypeError(f"epochs must be integers; got {epochs!r}")
+    offsets = np.rint(epochs - analysis.first_epoch).astype(np.int64)
+    if np.any(offsets < 0):
+        raise ValueError(f"epochs must be >= the analysis' first epoch {analysis.first_epoch:g}; "
+                         f"got {epochs.min()}")
+    values = np.real(analysis.modes.reconstruct(offsets)[0])
+    return values.astype(np.float64)
+
+
+class KoopmanPruning(keras.callbacks.Callback):
+    """Stop a training run whose Koopman analysis shows it is not worth finishing.
+
+    Wraps a :class:`~keras_koopman.KoopmanMonitor` (analysing the weights, the loss and the
+    objective after every epoch) and prunes, from epoch ``warmup`` on, by the rules in the
+    module docstring.  Every epoch it writes :data:`PRUNING_KEYS` into ``logs``: ``pruned``
+    (1.0 once pruned), ``pruned_epoch`` (completed epochs when pruned, 0 otherwise),
+    ``pruned_rule`` (a :class:`PruningRule`), ``pruning_forecast`` (the forecast of the
+    objective at the end of the budget, NaN when none) and ``pruning_restarts``.
+
+    Parameters
+    ----------
+    objective : str, optional
+        ``logs`` key to forecast (default ``"val_loss"``; inside a tuner, the tuner's objective).
+    direction : {"min", "max"}
+        Whether smaller or larger objective values are better (inside a tuner: the tuner's).
+    warmup : int
+        First completed epoch at which either rule may prune (at least 4: a Hankel analysis
+        needs 4 values).
+    margin : float
+        Relative margin of the forecast rule: prune when even the best of the observed values
+        and the forecast up to the end of the budget is worse than
+        ``reference ± margin·|reference|``.
+    reference : float, optional
+        Objective value of the best trial that ran its full budget; ``None`` turns the forecast
+        rule off (a tuner fills it in for every trial).
+    poor_init : bool
+        Use the monitor's poor-initialisation rule.
+    poor_init_until : int, optional
+        Last completed epoch at which that rule is evaluated (default: the whole budget).
+    forecast : bool
+        Use the forecast rule.
+    restarts : int
+        When the poor-initialisation rule fires, re-initialise the weights with a new seed
+        (keeping the hyperparameters) up to this many times before pruning; the monitor's
+        ``"restart"`` action, seeds ``restart_seed, restart_seed + 1, …``.
+    restart_seed : int
+        First re-initialisation seed.
+    budget_clause : bool
+        Let the monitor's rule see the epoch budget, which enables its third clause ("predicted
+        epochs to converge exceed the epochs left").  Off by default: in a search a trial that
+        is still improving at the end of its budget is judged against the other trials by the
+        forecast rule instead.
+    monitor_options : mapping, optional
+        Further :class:`~keras_koopman.KoopmanMonitor` arguments, e.g. its thresholds
+        ``stagnation_threshold``, ``high_loss_fraction``, ``growth_threshold``, or ``delays``,
+        ``window``, ``max_dim``.  The arguments listed in ``_MANAGED`` are set here.
+    verbose : int
+        1 prints a line when a trial is pruned.
+
+    Attributes
+    ----------
+    monitor : KoopmanMonitor
+        The wrapped monitor (its analyses are available after ``fit``).
+    pruned, pruned_epoch, rule, reason, forecast_value
+        Outcome of the last ``fit``.
+    """
+
+    def __init__(self, objective: str | None = None, *, direction: str = "min", warmup: int = 4,
+                 margin: float = 0.1, reference: float | None = None, poor_init: bool = True,
+                 poor_init_until: int | None = None, forecast: bool = True, restarts: int = 0,
+                 restart_seed: int = 1, budget_clause: bool = False,
+                 monitor_options: Mapping | None = None, verbose: int = 0) -> None:
+        super().__init__()
+        if objective is not None and (not isinstance(objective, str) or not objective):
+            raise TypeError(f"objective must be a logs key (str); got {objective!r}")
+        if direction not in ("min", "max"):
+            raise ValueError(f"direction must be 'min' or 'max'; got {direction!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 4:
+            raise ValueError(f"warmup must be an integer >= 4 (a Hankel analysis needs 4 values); "
+                             f"got {warmup!r}")
+        if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+            raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
+        if reference is not None and (not isinstance(reference, (int, float))
+                                      or not math.isfinite(reference)):
+            raise ValueError(f"reference must be a finite number or None; got {reference!r}")
+        if poor_init_until is not None and (not isinstance(poor_init_until, int)
+                                            or poor_init_until < warmup):
+            raise ValueError(f"poor_init_until must be an integer >= warmup ({warmup}) or None; "
+                             f"got {poor_init_until!r}")
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+            raise ValueError(f"restarts must be an integer >= 0; got {restarts!r}")
+        options = dict(monitor_options or {})
+        clashes = sorted(set(options) & set(_MANAGED))
+        if clashes:
+            raise ValueError(f"monitor_options must not set {clashes}: KoopmanPruning sets them "
+                             f"(use warmup, poor_init_until, restarts, restart_seed)")
+        self.objective = objective
+        self.direction = direction
+        self.warmup = warmup
+        self.margin = float(margin)
+        self.reference = None if reference is None else float(reference)
+        self.poor_init = bool(poor_init)
+        self.poor_init_until = poor_init_until
+        self.forecast = bool(forecast)
+        self.restarts = restarts
+        self.restart_seed = int(restart_seed)
+        self.budget_clause = bool(budget_clause)
+        self.monitor_options = options
+        self.verbose = int(verbose)
+        self.monitor = self._make_monitor()
+        self._clear()
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def objective_name(self) -> str:
+        return "val_loss" if self.objective is None else self.objective
+
+    def get_config(self) -> dict:
+        """Every constructor argument (build a copy with ``KoopmanPruning(**config)``)."""
+        return {
+            "objective": self.objective, "direction": self.direction, "warmup": self.warmup,
+            "margin": self.margin, "reference": self.reference, "poor_init": self.poor_init,
+            "poor_init_until": self.poor_init_until, "forecast": self.forecast,
+            "restarts": self.restarts, "restart_seed": self.restart_seed,
+            "budget_clause": self.budget_clause, "monitor_options": dict(self.monitor_options),
+            "verbose": self.verbose,
+        }
+
+    def _make_monitor(self) -> KoopmanMonitor:
+        observables = tuple(dict.fromkeys(("weights", "loss", self.objective_name)))
+        action = None
+        if self.poor_init:
+            action = "restart" if self.restarts else "stop"
+        until = self.poor_init_until if self.poor_init_until is not None else 10**9
+        return KoopmanMonitor(observables=observables, analyze_every=1,
+                              on_poor_initialization=action,
+                              poor_init_epochs=(self.warmup, until), max_restarts=self.restarts,
+                              restart_seed=self.restart_seed, keep_modes=True,
+                              **self.monitor_options)
+
+    def _clear(self) -> None:
+        self.pruned = False
+        self.pruned_epoch: int | None = None
+        self.rule = PruningRule.NONE
+        self.reason: str | None = None
+        self.forecast_value = math.nan
+
+    # ------------------------------------------------------------------ Keras hooks
+    def set_model(self, model):
+        super().set_model(model)
+        self.monitor.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        params = dict(params or {})
+        if not self.budget_clause:
+            params.pop("epochs", None)  # hides the budget from the monitor's "too slow" clause
+        self.monitor.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        self._clear()
+        self.monitor.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self.monitor.on_train_end(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        self.monitor.on_epoch_end(epoch, logs)
+        done = epoch + 1
+        budget = (self.params or {}).get("epochs")
+        if budget is not None and done < budget:
+            self.forecast_value, best_ahead = self._forecast(done, budget)
+        else:
+            self.forecast_value, best_ahead = math.nan, math.nan
+        if not self.pruned:
+            if self.monitor.stopped_epoch == epoch and self.monitor.stop_reason is not None:
+                if logs.get("koopman_nonfinite") == 1.0:
+                    self._prune(done, PruningRule.NONFINITE, self.monitor.stop_reason)
+                elif logs.get("koopman_poor_init") == 1.0:
+                    self._prune(done, PruningRule.POOR_INITIALIZATION, self.monitor.stop_reason)
+            elif self._forecast_condemns(done, best_ahead):
+                self._prune(done, PruningRule.FORECAST,
+                            f"{self.objective_name} forecast to reach at best {best_ahead:.4g} "
+                            f"within the budget; best completed trial {self.reference:.4g} "
+                            f"(margin {self.margin:.0%})")
+                self.model.stop_training = True
+        logs.update({
+            "pruned": float(self.pruned),
+            "pruned_epoch": float(self.pruned_epoch or 0),
+            "pruned_rule": float(self.rule),
+            "pruning_forecast": float(self.forecast_value),
+            "pruning_restarts": float(self.monitor.restarts),
+        })
+
+    # ------------------------------------------------------------------ rules
+    def _forecast(self, done: int, budget: int) -> tuple[float, float]:
+        """(forecast at the budget's end, best forecast value over the epochs left)."""
+        name = self.objective_name
+        current = [a for a in self.monitor.analyses
+                   if a.observable == name and a.last_epoch == done and a.modes is not None]
+        if not current:
+            return math.nan, math.nan
+        try:
+            ahead = koopman_forecast(current[-1], np.arange(done + 1, budget + 1))
+        except ValueError:  # a growing mode overflows: no usable forecast
+            return math.nan, math.nan
+        if not np.all(np.isfinite(ahead)):
+            return math.nan, math.nan
+        best = ahead.min() if self.direction == "min" else ahead.max()
+        return float(ahead[-1]), float(best)
+
+    def _forecast_condemns(self, done: int, best_ahead: float) -> bool:
+        if not self.forecast or self.reference is None or done < self.warmup \
+                or not math.isfinite(best_ahead):
+            return False
+        _, observed = self.monitor.scalars.get(self.objective_name, (None, np.empty(0)))
+        observed = observed[np.isfinite(observed)]
+        if self.direction == "min":
+            promise = min(best_ahead, observed.min()) if observed.size else best_ahead
+            return promise > self.reference + self.margin * abs(self.reference)
+        promise = max(best_ahead, observed.max()) if observed.size else best_ahead
+        return promise < self.reference - self.margin * abs(self.reference)
+
+    def _prune(self, done: int, rule: PruningRule, reason: str) -> None:
+        self.pruned = True
+        self.pruned_epoch = done
+        self.rule = rule
+        self.reason = reason
+        if self.verbose:
+            print(f"KoopmanPruning: pruned after {done} epochs by the {_RULE_TEXT[rule]}: {reason}")
+
+
+@dataclass(frozen=True)
+class TrialPruning:
+    """Pruning outcome of one trial, read from its metrics (so also on a distributed chief).
+
+    Attributes
+    ----------
+    trial_id : str
+    status : str
+        keras-tuner's trial status (pruned trials are ``"COMPLETED"``).
+    score : float or None
+        The score the oracle holds.
+    pruned : bool
+    epoch : int
+        Completed epochs when pruned (0 if not pruned).
+    rule : PruningRule
+    forecast : float
+        Forecast of the objective at the end of the budget when pruned (NaN if none).
+    restarts : int
+        Re-initialisations before pruning.
+    """
+
+    trial_id: str
+    status: str
+    score: float | None
+    pruned: bool
+    epoch: int
+    rule: PruningRule
+    forecast: float
+    restarts: int
+
+    @classmethod
+    def from_trial(cls, trial) -> "TrialPruning":
+        def last(name: str, default: float = 0.0) -> float:
+            if not trial.metrics.exists(name):
+                return default
+            value = trial.metrics.get_last_value(name)
+            return default if value is None else float(value)
+
+        return cls(trial_id=str(trial.trial_id), status=str(trial.status),
+                   score=None if trial.score is None else float(trial.score),
+                   pruned=bool(last("pruned")), epoch=int(last("pruned_epoch")),
+                   rule=PruningRule(int(last("pruned_rule"))),
+                   forecast=last("pruning_forecast", math.nan),
+                   restarts=int(last("pruning_restarts")))
+
+    def describe(self, objective: str = "objective") -> str:
+        """One line for summaries, e.g. ``"pruned after 4 epochs by ..."``."""
+        if not self.pruned:
+            return "not pruned"
+        text = f"pruned after {self.epoch} epochs by the {_RULE_TEXT[self.rule]}"
+        if math.isfinite(self.forecast):
+            text += f" (forecast {objective} at the end of the budget: {self.forecast:.4g})"
+        if self.restarts:
+            text += f" after {self.restarts} re-initialisation(s)"
+        return text
+
+
+class KoopmanPruningMixin:
+    """Adds spectral pruning to a keras-tuner ``Tuner``: put it first among the bases.
+
+    ``class MyTuner(KoopmanPruningMixin, keras_tuner.RandomSearch)`` (or
+    :func:`with_koopman_pruning`) accepts two more keyword arguments:
+
+    Parameters
+    ----------
+    pruning : KoopmanPruning, optional
+        Template of the callback given to every trial's ``fit`` (default ``KoopmanPruning()``);
+        its ``objective``, ``direction`` and ``reference`` are replaced by the tuner's objective
+        and the score of the best unpruned completed trial (for Hyperband: with the same
+        ``tuner/epochs``).
+    pruned_score : {"observed", "forecast"}
+        Score reported for a pruned trial.  ``"observed"`` (default): keras-tuner's usual score
+        of the epochs that ran (the best epoch so far), a pessimistic value that never makes a
+        stopped trial look better than it was.  ``"forecast"``: the Koopman forecast of the
+        objective at the end of the budget, clipped to be no better than the last observed
+        value (falls back to ``"observed"`` without a forecast).
+    nonfinite_score : float, optional
+        Score for a pruned trial whose objective was never finite (e.g. NaN from the first
+        epoch).  Default: the worst score of the completed trials so far; with none, the trial
+        keeps a NaN score and keras-tuner marks it failed.
+
+    Notes
+    -----
+    The override point is ``run_trial`` (keras-tuner's documented one): the callback is put
+    first in ``fit``'s callbacks, keras-tuner deep-copies it per execution, and the returned
+    histories get the final :data:`PRUNING_KEYS` values on every epoch so that whichever epoch
+    keras-tuner picks as the best carries them into ``trial.metrics``.  Histories from a
+    ``HyperModel.fit`` that returns a dict or a float are passed through unchanged.
+    """
+
+    def __init__(self, *args, pruning: KoopmanPruning | None = None,
+                 pruned_score: str = "observed", nonfinite_score: float | None = None,
+                 **kwargs) -> None:
+        if pruning is None:
+            pruning = KoopmanPruning()
+        if not isinstance(pruning, KoopmanPruning):
+            raise TypeError(f"pruning must be a KoopmanPruning callback; got {type(pruning).__name__}")
+        if pruned_score not in ("observed", "forecast"):
+            raise ValueError(f"pruned_score must be 'observed' or 'forecast'; got {pruned_score!r}")
+        if nonfinite_score is not None and not math.isfinite(nonfinite_score):
+            raise ValueError(f"nonfinite_score must be a finite number or None; got {nonfinite_score!r}")
+        super().__init__(*args, **kwargs)
+        objective = self.oracle.objective
+        if type(objective) is not keras_tuner.Objective:  # not a MultiObjective/DefaultObjective
+            raise ValueError("objective: spectral pruning needs a single keras_tuner.Objective "
+                             f"(a logs key and a direction); got {objective!r}")
+        self.pruning = pruning
+        self.pruned_score = pruned_score
+        self.nonfinite_score = None if nonfinite_score is None else float(nonfinite_score)
+
+    # ------------------------------------------------------------------ trials
+    def run_trial(self, trial, *args, **kwargs):
+        objective = self.oracle.objective
+        budget = trial.hyperparameters.values.get("tuner/epochs")
+        config = self.pruning.get_config()
+        config.update(objective=objective.name, direction=objective.direction,
+                      reference=self._reference(budget))
+        kwargs = dict(kwargs)
+        kwargs["callbacks"] = [KoopmanPruning(**config), *(kwargs.get("callbacks") or [])]
+        results = super().run_trial(trial, *args, **kwargs)
+        single = not isinstance(results, list)
+        results = [self._finish(r, objective) for r in ([results] if single else results)]
+        outcomes = [_outcome(r) for r in results]
+        lines = [o.describe(objective.name) for o in outcomes if o is not None and o.pruned]
+        if lines:
+            trial.message = "; ".join(lines)
+        return results[0] if single else results
+
+    def _finish(self, result, objective):
+        """Broadcast the final pruning state over a History and apply the score choice."""
+        if not isinstance(result, keras.callbacks.History) or "pruned" not in result.history:
+            return result
+        history = result.history
+        for key in PRUNING_KEYS:
+            history[key] = [history[key][-1]] * len(history[key])
+        if not history["pruned"][-1]:
+            return result
+        values = np.asarray(history.get(objective.name, []), dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        last_epoch = {k: v[-1] for k, v in history.items()}
+        if finite.size == 0:
+            penalty = self._nonfinite_penalty(objective)
+            return result if penalty is None else {**last_epoch, objective.name: penalty}
+        forecast = history["pruning_forecast"][-1]
+        if self.pruned_score == "forecast" and math.isfinite(forecast):
+            worse = max if objective.direction == "min" else min
+            return {**last_epoch, objective.name: float(worse(forecast, float(finite[-1])))}
+        return result
+
+    def _completed(self):
+        return [t for t in self.oracle.get_best_trials(_REFERENCE_POOL)
+                if t.status == _COMPLETED
+                and t.score is not None and math.isfinite(t.score)]
+
+    def _reference(self, budget) -> float | None:
+        """Score of the best completed, unpruned trial (with this Hyperband budget)."""
+        for trial in self._completed():  # best first
+            record = TrialPruning.from_trial(trial)
+            if record.pruned:
+                continue
+            if budget is not None and trial.hyperparameters.values.get("tuner/epochs") != budget:
+                continue
+            return float(trial.score)
+        return None
+
+    def _nonfinite_penalty(self, objective) -> float | None:
+        if self.nonfinite_score is not None:
+            return self.nonfinite_score
+        scores = [t.score for t in self._completed()]
+        if not scores:
+            return None
+        return float(max(scores) if objective.direction == "min" else min(scores))
+
+    # ------------------------------------------------------------------ reporting
+    def pruning_records(self) -> list[TrialPruning]:
+        """Pruning outcome of every trial the oracle knows, best first (works on a distributed
+        chief and on workers: it reads trial metrics)."""
+        return [TrialPruning.from_trial(t) for t in self.oracle.get_best_trials(_REFERENCE_POOL)]
+
+    def results_summary(self, num_trials: int = 10) -> None:
+        """keras-tuner's summary followed by the pruning outcome of the trials shown."""
+        super().results_summary(num_trials)
+        records = self.pruning_records()
+        shown = records[:num_trials]
+        pruned = [r for r in records if r.pruned]
+        counts = {rule: sum(r.rule == rule for r in pruned) for rule in _RULE_TEXT}
+        print()
+        print(f"Spectral pruning: {len(pruned)} of {len(records)} trials pruned ("
+              + ", ".join(f"{_RULE_TEXT[rule]}: {n}" for rule, n in counts.items()) + ")")
+        for record in shown:
+            if record.pruned:
+                print(f"Trial {record.trial_id}: {record.describe(self.oracle.objective.name)}; "
+                      f"score {record.score}")
+
+
+def _outcome(result) -> TrialPruning | None:
+    """Pruning outcome carried by a finished History or metrics dict (``None`` if none)."""
+    if isinstance(result, keras.callbacks.History):
+        values = {k: v[-1] for k, v in result.history.items() if v}
+    elif isinstance(result, dict):
+        values = result
+    else:
+        return None
+    if "pruned" not in values:
+        return None
+    return TrialPruning(trial_id="", status="", score=None, pruned=bool(values["pruned"]),
+                        epoch=int(values["pruned_epoch"]), rule=PruningRule(int(values["pruned_rule"])),
+                        forecast=float(values["pruning_forecast"]),
+                        restarts=int(values["pruning_restarts"]))
+
+
+def with_koopman_pruning(tuner_class: type) -> type:
+    """Return ``tuner_class`` with spectral pruning: ``(KoopmanPruningMixin, tuner_class)``.
+
+    ``SpectralRandomSearch = with_koopman_pruning(keras_tuner.RandomSearch)``; the new class
+    takes the tuner's arguments plus ``pruning``, ``pruned_score`` and ``nonfinite_score``
+    (see :class:`KoopmanPruningMixin`).
+    """
+    if not isinstance(tuner_class, type) or not issubclass(tuner_class, keras_tuner.Tuner):
+        raise TypeError(f"tuner_class must be a keras_tuner.Tuner subclass; got {tuner_class!r}")
+    if issubclass(tuner_class, KoopmanPruningMixin):
+        return tuner_class
+    return type(f"Spectral{tuner_class.__name__}", (KoopmanPruningMixin, tuner_class),
+                {"__module__": tuner_class.__module__,
+                 "__doc__": f"{tuner_class.__name__} with Koopman spectral pruning "
+                            f"(see keras_koopman.KoopmanPruningMixin)."})
+
+
+class SpectralRandomSearch(KoopmanPruningMixin, keras_tuner.RandomSearch):
+    """``keras_tuner.RandomSearch`` with spectral pruning (see :class:`KoopmanPruningMixin`)."""
+
+
+class SpectralBayesianOptimization(KoopmanPruningMixin, keras_tuner.BayesianOptimization):
+    """``keras_tuner.BayesianOptimization`` with spectral pruning; pruned trials are completed
+    with a score, so the Gaussian process learns from them."""
+
+
+class SpectralGridSearch(KoopmanPruningMixin, keras_tuner.GridSearch):
+    """``keras_tuner.GridSearch`` with spectral pruning (see :class:`KoopmanPruningMixin`)."""
+
+
+class SpectralHyperband(KoopmanPruningMixin, keras_tuner.Hyperband):
+    """``keras_tuner.Hyperband`` with spectral pruning inside each round: the forecast rule
+    compares with the best unpruned trial of the same ``tuner/epochs``; a pruned trial's
+    checkpoint is the best epoch it reached, which is what a promotion would continue."""

@@ -1,0 +1,327 @@
+"""Benchmark: spectral pruning of a keras-tuner search against the usual alternatives.
+
+Search space: an MLP on a 14x14 MNIST subset with an initialiser scale, a learning rate and a
+depth, where some settings train well and others stagnate (tiny initialisation in a deep tanh
+net, tiny learning rate), saturate (huge initialisation) or diverge (huge learning rate).  Every
+search seed shuffles the order in which the values are tried; every configuration gets the same
+initial weights in every strategy (its seed is a hash of its values and the search seed).
+
+Strategies, in one run, with the same seeds and the same grid of configurations:
+
+(a) ``none``       GridSearch over the whole grid, every trial trained for the full budget;
+(b) ``spectral``   SpectralGridSearch (KoopmanPruning: the monitor's poor-initialisation rule
+                   and the Koopman forecast of val_loss against the best completed trial);
+(c) ``hyperband``  keras-tuner Hyperband with ``max_epochs`` = the budget (its own trial count);
+(d) ``median``     Optuna, the grid enqueued in the same order, MedianPruner via
+                   optuna_integration.KerasPruningCallback;
+(e) ``threshold``  GridSearch with the simplest baseline: stop when, after W epochs, the loss is
+                   still >= f x its first-epoch value (or non-finite);
+and, unless ``--quick``, two ablations of (b): ``spectral-init`` (poor-initialisation rule
+only) and ``forecast`` (forecast rule only).
+
+A configuration is *poor* when its full-budget best val_loss in (a), same seed, exceeds
+``--poor-factor`` x the best of the grid; a strategy *caught* it when it stopped it before the
+budget (Hyperband: never trained it to the full budget).  A good configuration stopped early is
+a false prune.  Prints a table per seed and the totals; ``--json`` writes all records.
+
+    python scripts/bench_pruning.py            # 3 seeds, about 20-25 min on 2 busy cores
+    python scripts/bench_pruning.py --quick    # 1 seed, smaller grid
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_inter_op_parallelism_threads(1)
+tf.config.threading.set_intra_op_parallelism_threads(1)
+
+import keras  # noqa: E402
+import keras_tuner  # noqa: E402
+import optuna  # noqa: E402
+from optuna_integration import KerasPruningCallback  # noqa: E402
+
+from keras_koopman import KoopmanPruning, SpectralGridSearch, load_mnist  # noqa: E402
+
+GRID = {"scale": [0.01, 1.0, 10.0], "lr": [1e-3, 0.03, 0.3, 3.0], "depth": [1, 3]}
+QUICK_GRID = {"scale": [0.01, 1.0, 10.0], "lr": [1e-3, 0.1, 3.0], "depth": [3]}
+WIDTH = 32
+
+
+# ------------------------------------------------------------------------------ data and model
+def mnist_subset(n_train: int, n_val: int):
+    x, y = load_mnist("train", as_numpy=True, subset=n_train + n_val)
+    x = x.reshape(-1, 14, 2, 14, 2, 1).mean(axis=(2, 4)).reshape(len(x), -1)  # 2x2 average pool
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def config_key(values: dict) -> tuple:
+    return tuple((name, values[name]) for name in GRID)
+
+
+def make_model(values: dict, search_seed: int, n_inputs: int) -> keras.Model:
+    keras.utils.set_random_seed(zlib.crc32(repr((config_key(values), search_seed)).encode()))
+    init = keras.initializers.VarianceScaling(scale=values["scale"] ** 2, mode="fan_in",
+                                              distribution="truncated_normal")
+    model = keras.Sequential([keras.Input((n_inputs,))])
+    for _ in range(int(values["depth"])):
+        model.add(keras.layers.Dense(WIDTH, activation="tanh", kernel_initializer=init))
+    model.add(keras.layers.Dense(10))
+    model.compile(keras.optimizers.SGD(float(values["lr"]), momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+class Runs:
+    """Log of every fit: configuration, epochs run, best val_loss, budget."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, values, history_or_epochs, budget, initial_epoch=0):
+        if isinstance(history_or_epochs, keras.callbacks.History):
+            val = np.asarray(history_or_epochs.history.get("val_loss", [np.nan]), dtype=float)
+            epochs = len(history_or_epochs.epoch)
+        else:
+            val, epochs = np.asarray(history_or_epochs[1], dtype=float), history_or_epochs[0]
+        finite = val[np.isfinite(val)]
+        self.rows.append({"config": config_key(values), "epochs": int(epochs),
+                          "reached": int(initial_epoch + epochs), "budget": int(budget),
+                          "best": float(finite.min()) if finite.size else float("nan")})
+
+
+class GridModel(keras_tuner.HyperModel):
+    def __init__(self, grid, search_seed, n_inputs, runs: Runs):
+        super().__init__()
+        rng = np.random.default_rng(search_seed)
+        self.order = {name: [values[i] for i in rng.permutation(len(values))]
+                      for name, values in grid.items()}
+        self.search_seed, self.n_inputs, self.runs = search_seed, n_inputs, runs
+
+    def build(self, hp):
+        values = {name: hp.Choice(name, vals) for name, vals in self.order.items()}
+        return make_model(values, self.search_seed, self.n_inputs)
+
+    def fit(self, hp, model, *args, **kwargs):
+        history = model.fit(*args, **kwargs)
+        self.runs.add(hp.values, history, kwargs["epochs"], kwargs.get("initial_epoch", 0))
+        return history
+
+
+class LossThreshold(keras.callbacks.Callback):
+    """Baseline (e): stop when, after `after` epochs, loss >= fraction x first-epoch loss."""
+
+    def __init__(self, after: int, fraction: float):
+        super().__init__()
+        self.after, self.fraction = after, fraction
+
+    def on_train_begin(self, logs=None):
+        self.first = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float((logs or {}).get("loss", np.nan))
+        if self.first is None:
+            self.first = loss
+        if not np.isfinite(loss) or (epoch + 1 >= self.after and loss >= self.fraction * self.first):
+            self.model.stop_training = True
+
+
+# ------------------------------------------------------------------------------ strategies
+def keras_tuner_search(kind, args, seed, data, grid, workdir):
+    (x, y), (xv, yv) = data
+    runs = Runs()
+    hypermodel = GridModel(grid, seed, x.shape[1], runs)
+    common = dict(objective="val_loss", directory=str(workdir), project_name=f"{kind}-{seed}",
+                  overwrite=True)
+    callbacks = []
+    if kind == "none":
+        tuner = keras_tuner.GridSearch(hypermodel, **common)
+    elif kind == "threshold":
+        tuner = keras_tuner.GridSearch(hypermodel, **common)
+        callbacks = [LossThreshold(args.warmup, args.threshold_fraction)]
+    elif kind == "hyperband":
+        tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=3,
+                                      hyperband_iterations=1, seed=seed, **common)
+    else:
+        pruning = KoopmanPruning(warmup=args.warmup, margin=args.margin,
+                                 poor_init=kind in ("spectral", "spectral-init"),
+                                 forecast=kind in ("spectral", "forecast"),
+                                 monitor_options={"growth_threshold": args.growth_threshold})
+        tuner = SpectralGridSearch(hypermodel, pruning=pruning, **common)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tuner.search(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=args.batch,
+                     verbose=0, callbacks=callbacks)
+    return runs, time.perf_counter() - start
+
+
+def optuna_search(args, seed, data, sequence):
+    (x, y), (xv, yv) = data
+    runs = Runs()
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=args.warmup - 1)
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    for values in sequence:
+        study.enqueue_trial(dict(values))
+
+    def objective(trial):
+        values = {name: trial.suggest_categorical(name, GRID_IN_USE[name]) for name in GRID}
+        model = make_model(values, seed, x.shape[1])
+        seen = []
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: seen.append(float(logs["val_loss"])))
+        try:
+            model.fit(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=args.batch,
+                      verbose=0, callbacks=[record, KerasPruningCallback(trial, "val_loss")])
+        finally:
+            runs.add(values, (len(seen), seen), args.epochs)
+        finite = [v for v in seen if np.isfinite(v)]
+        return min(finite) if finite else float("nan")
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.optimize(objective, n_trials=len(sequence), catch=(ValueError,))
+    return runs, time.perf_counter() - start
+
+
+GRID_IN_USE = GRID
+
+
+# ------------------------------------------------------------------------------ analysis
+def summarise(runs: Runs, truth: dict, poor: set, budget: int, seconds: float) -> dict:
+    configs = {}
+    for row in runs.rows:
+        entry = configs.setdefault(row["config"], {"reached": 0, "best": np.inf})
+        entry["reached"] = max(entry["reached"], row["reached"])
+        if np.isfinite(row["best"]):
+            entry["best"] = min(entry["best"], row["best"])
+    stopped = {c for c, e in configs.items() if e["reached"] < budget}
+    bests = [e["best"] for e in configs.values() if np.isfinite(e["best"])]
+    return {
+        "trials": len(runs.rows), "configs": len(configs),
+        "epochs": int(sum(r["epochs"] for r in runs.rows)), "seconds": seconds,
+        "best": float(min(bests)) if bests else float("nan"),
+        "poor_seen": len(poor & set(configs)), "caught": len(poor & stopped),
+        "false": len(stopped - poor), "caught_set": sorted(map(str, poor & stopped)),
+        "stop_epochs": {str(c): configs[c]["reached"] for c in stopped},
+    }
+
+
+def main(argv=None):
+    global GRID_IN_USE
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 9-configuration grid")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--epochs", type=int, default=15, help="epoch budget per trial")
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--margin", type=float, default=0.1)
+    parser.add_argument("--growth-threshold", type=float, default=2.0,
+                        help="monitor growth_threshold (>1 turns the growth clause off)")
+    parser.add_argument("--threshold-fraction", type=float, default=0.9)
+    parser.add_argument("--poor-factor", type=float, default=1.5)
+    parser.add_argument("--train", type=int, default=1000)
+    parser.add_argument("--val", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--json", type=Path, default=None, help="write all records here")
+    args = parser.parse_args(argv)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    GRID_IN_USE = QUICK_GRID if args.quick else GRID
+    strategies = ["none", "spectral", "hyperband", "median", "threshold"]
+    if not args.quick:
+        strategies += ["spectral-init", "forecast"]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = mnist_subset(args.train, args.val)
+    workdir = Path(tempfile.mkdtemp(prefix="bench_pruning_"))
+    results = {}
+    try:
+        for seed in seeds:
+            runs, seconds = keras_tuner_search("none", args, seed, data, GRID_IN_USE, workdir)
+            truth = {r["config"]: r["best"] for r in runs.rows}
+            best = min(v for v in truth.values() if np.isfinite(v))
+            poor = {c for c, v in truth.items() if not np.isfinite(v) or v > args.poor_factor * best}
+            sequence = [dict(r["config"]) for r in runs.rows]
+            results[seed] = {"none": summarise(runs, truth, poor, args.epochs, seconds),
+                             "truth": {str(c): v for c, v in truth.items()},
+                             "poor": sorted(map(str, poor))}
+            for kind in strategies[1:]:
+                if kind == "median":
+                    runs, seconds = optuna_search(args, seed, data, sequence)
+                else:
+                    runs, seconds = keras_tuner_search(kind, args, seed, data, GRID_IN_USE, workdir)
+                results[seed][kind] = summarise(runs, truth, poor, args.epochs, seconds)
+            print_table(f"seed {seed}", {k: results[seed][k] for k in strategies}, len(poor))
+            print(f"  poor configurations ({len(poor)}/{len(truth)}): "
+                  + ", ".join(short(c) for c in sorted(poor)), flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    totals = {}
+    for kind in strategies:
+        rows = [results[s][kind] for s in seeds]
+        totals[kind] = {
+            "epochs": sum(r["epochs"] for r in rows), "seconds": sum(r["seconds"] for r in rows),
+            "best": float(np.mean([r["best"] / results[s]["none"]["best"]
+                                   for r, s in zip(rows, seeds)])),
+            "trials": sum(r["trials"] for r in rows), "poor_seen": sum(r["poor_seen"] for r in rows),
+            "caught": sum(r["caught"] for r in rows), "false": sum(r["false"] for r in rows),
+        }
+    print_table(f"all seeds {seeds} (best = mean ratio to (a)'s best)", totals,
+                sum(len(results[s]["poor"]) for s in seeds), ratio_best=True)
+    spectral_vs_threshold(results, seeds)
+    if args.json is not None:
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
+                                   "results": {str(k): v for k, v in results.items()}},
+                                  indent=1, default=str))
+        os.replace(tmp, args.json)
+
+
+def short(config) -> str:
+    c = dict(config) if not isinstance(config, str) else dict(eval(config))  # noqa: S307 (own repr)
+    return f"s{c['scale']:g}/lr{c['lr']:g}/d{c['depth']}"
+
+
+def print_table(title, rows, n_poor, ratio_best=False):
+    base = rows["none"]
+    print(f"\n{title}")
+    print(f"{'strategy':14s} {'trials':>6s} {'epochs':>7s} {'/ (a)':>6s} {'wall s':>7s} {'/ (a)':>6s} "
+          f"{'best val_loss':>13s} {'/ (a)':>6s} {'poor caught':>11s} {'false prunes':>12s}")
+    for kind, r in rows.items():
+        best = r["best"] if ratio_best else r["best"]
+        best_ratio = r["best"] if ratio_best else r["best"] / base["best"]
+        print(f"{kind:14s} {r['trials']:6d} {r['epochs']:7d} {r['epochs'] / base['epochs']:6.2f} "
+              f"{r['seconds']:7.1f} {r['seconds'] / base['seconds']:6.2f} "
+              f"{'' if ratio_best else f'{best:.4f}':>13s} {best_ratio:6.3f} "
+              f"{r['caught']:>5d}/{r['poor_seen']:<5d} {r['false']:12d}")
+
+
+def spectral_vs_threshold(results, seeds):
+    both = only_spectral = only_threshold = 0
+    for s in seeds:
+        spectral = set(results[s]["spectral"]["caught_set"])
+        threshold = set(results[s]["threshold"]["caught_set"])
+        both += len(spectral & threshold)
+        only_spectral += len(spectral - threshold)
+        only_threshold += len(threshold - spectral)
+    print(f"\npoor configurations caught by both spectral and threshold: {both}; "
+          f"spectral only: {only_spectral}; threshold only: {only_threshold}")
+
+
+if __name__ == "__main__":
+    main()

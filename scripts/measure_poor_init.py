@@ -1,0 +1,369 @@
+"""Measure the poor-initialisation rule of ``KoopmanMonitor`` against a loss-only baseline.
+
+Study design (see ``docs/results.md``, "Poor-initialisation rule"):
+
+* Task: an MLP ``784 → 128 → 64 → 10`` (ReLU, softmax, 109,386 weights), sparse categorical
+  cross-entropy, on the first ``--train`` MNIST training images, validated on the first ``--val``
+  test images, batch 64, ``--epochs`` epochs (the budget).
+* Families of initial conditions, each over ``--seeds`` seeds (biases always start at 0):
+  ``glorot``      Glorot-uniform kernels, Adam 1e-3 (the Keras default: expected healthy);
+  ``big``         RandomNormal(stddev=1) kernels, Adam 1e-3 (exploding activations);
+  ``tiny_sgd``    RandomNormal(stddev=1e-2) kernels, plain SGD 0.1 (vanishing signal: a
+                  plateau at ln 10 for a few epochs, then learning starts, or not);
+  ``zeros``       all-zero kernels, Adam 1e-3 (symmetric: hidden layers never learn; 4 seeds,
+                  which differ only in the data order).
+* Label, by outcome: a run is *poor* when its validation accuracy after the full budget is below
+  ``--cut`` (default 0.80; healthy runs reach about 0.90 on this subset).  The family is not
+  the label.
+* Every run carries a ``KoopmanMonitor(observables=("weights", "loss", "val_loss"),
+  analyze_every=1)`` with no decision switched on; each analysis's spectrum (eigenvalues,
+  importances, residuals) is stored, so the diagnostics can be recomputed offline for any
+  ``delta``/``min_importance`` and the rule evaluated for any thresholds and check window.
+* Thresholds are chosen on the even seeds (minimum false-alarm + miss rate) and the rates are
+  reported on the odd seeds.  The baseline flags a run when ``loss[W] >= f · loss[1]`` (train
+  loss after W epochs against after the first), with W and f chosen on the same seeds.
+* ``stop_at_fixed_point`` is evaluated on the healthy runs: the epoch it would stop at against
+  the epoch of minimal validation loss and against ``keras.callbacks.EarlyStopping`` on
+  ``val_loss`` with patience 5 and 10 (simulated on the recorded validation curve, which is what
+  the callback does).
+
+Usage::
+
+    python scripts/measure_poor_init.py run --out /tmp/poor_init      # trains (resumable)
+    python scripts/measure_poor_init.py analyze --out /tmp/poor_init  # offline, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+FAMILIES = {
+    # name: (kernel initializer factory, optimizer factory)
+    "glorot": ("glorot", "adam"),
+    "big": ("normal1", "adam"),
+    "tiny_sgd": ("normal1e-2", "sgd"),
+    "zeros": ("zeros", "adam"),
+}
+
+
+def build_model(family: str, seed: int):
+    import keras
+
+    init_name, opt_name = FAMILIES[family]
+    seeds = np.random.SeedSequence(seed).generate_state(3)
+
+    def kernel(i):
+        s = int(seeds[i])
+        if init_name == "glorot":
+            return keras.initializers.GlorotUniform(seed=s)
+        if init_name == "normal1":
+            return keras.initializers.RandomNormal(stddev=1.0, seed=s)
+        if init_name == "normal1e-2":
+            return keras.initializers.RandomNormal(stddev=1e-2, seed=s)
+        return keras.initializers.Zeros()
+
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu", kernel_initializer=kernel(0)),
+        keras.layers.Dense(64, activation="relu", kernel_initializer=kernel(1)),
+        keras.layers.Dense(10, activation="softmax", kernel_initializer=kernel(2)),
+    ])
+    optimizer = keras.optimizers.Adam(1e-3) if opt_name == "adam" else keras.optimizers.SGD(0.1)
+    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def run(args) -> None:
+    import keras
+    import tensorflow as tf
+
+    from keras_koopman import KoopmanMonitor, load_mnist
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    x, y = load_mnist("train", as_numpy=True, subset=args.train)
+    xv, yv = load_mnist("test", as_numpy=True, subset=args.val)
+    families = args.families.split(",")
+    for seed, family in itertools.product(range(args.seeds), families):
+        if family == "zeros" and seed >= 4:
+            continue
+        path = out / f"{family}_{seed:02d}.json"
+        if path.exists():
+            continue
+        keras.utils.set_random_seed(1000 + seed)
+        model = build_model(family, seed)
+        monitor = KoopmanMonitor(observables=("weights", "loss", "val_loss"), analyze_every=1,
+                                 keep_modes=False)
+        start = time.perf_counter()
+        history = model.fit(x, y, batch_size=64, epochs=args.epochs, validation_data=(xv, yv),
+                            verbose=0, callbacks=[monitor])
+        seconds = time.perf_counter() - start
+        record = {
+            "family": family, "seed": seed, "epochs": args.epochs, "seconds": seconds,
+            "history": {k: [float(v) for v in history.history[k]]
+                        for k in ("loss", "val_loss", "accuracy", "val_accuracy")},
+            "analyses": [a.to_dict() for a in monitor.analyses],
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+        print(f"{family:9s} seed {seed:2d}: val_acc {record['history']['val_accuracy'][-1]:.3f} "
+              f"loss {record['history']['loss'][0]:.3g} -> {record['history']['loss'][-1]:.3g} "
+              f"({seconds:.1f} s)", flush=True)
+
+
+# ---------------------------------------------------------------------- offline analysis
+def diagnostics(analysis: dict, delta: float, min_importance: float) -> dict:
+    """The monitor's diagnostics recomputed from a stored spectrum (same definitions)."""
+    from keras_koopman import KoopmanModes, diagnose
+
+    lam = np.asarray(analysis["eigenvalues"], float).reshape(-1, 2) @ np.array([1, 1j])
+    amp = np.asarray(analysis["amplitudes"], float).reshape(-1, 2) @ np.array([1, 1j])
+    k = lam.size
+    modes = KoopmanModes(eigenvalues=lam, modes=np.zeros((1, k), complex),
+                         residuals=np.asarray(analysis["residuals"], float), amplitudes=amp,
+                         importance=np.asarray(analysis["importance"], float),
+                         rank=int(analysis["rank"]), singular_values=np.zeros(k), t_end=k,
+                         real_data=True)
+    d = diagnose(modes, delta=delta, min_importance=min_importance)
+    return {"unit_cluster": d.unit_cluster, "growing": d.growing,
+            "epochs_to_converge": d.epochs_to_converge, "spectral_radius": d.spectral_radius}
+
+
+def load_runs(out: Path, cut: float) -> list[dict]:
+    runs = []
+    for path in sorted(out.glob("*.json")):
+        r = json.loads(path.read_text())
+        r["poor"] = r["history"]["val_accuracy"][-1] < cut
+        runs.append(r)
+    return runs
+
+
+def precompute(runs, deltas, importances):
+    """diag[(delta, min_importance)][observable][run index][epoch] -> dict."""
+    table = {}
+    for delta, mi in itertools.product(deltas, importances):
+        per_obs = {"weights": [], "loss": []}
+        for r in runs:
+            for obs in per_obs:
+                per_obs[obs].append({int(a["last_epoch"]): diagnostics(a, delta, mi)
+                                     for a in r["analyses"] if a["observable"] == obs})
+        table[(delta, mi)] = per_obs
+    return table
+
+
+def rule_fires(run, diag_by_epoch, p) -> bool:
+    """The monitor's rule (KoopmanMonitor.is_poor_initialization), evaluated at every analysis
+    in the check window; ``p`` holds the thresholds; clauses can be disabled with inf."""
+    loss = run["history"]["loss"]
+    budget = run["epochs"]
+    for e in range(p["first"], p["last"] + 1):
+        d = diag_by_epoch.get(e)
+        if d is None:
+            continue
+        if d["unit_cluster"] >= p["stagnation"] and loss[e - 1] >= p["high_loss"] * loss[0]:
+            return True
+        if d["growing"] >= p["growth"]:
+            return True
+        if p["too_slow"] and d["epochs_to_converge"] > budget - e:
+            return True
+    return False
+
+
+def baseline_fires(run, W, f) -> bool:
+    loss = run["history"]["loss"]
+    return loss[W - 1] >= f * loss[0]
+
+
+def rates(flags, labels):
+    flags, labels = np.asarray(flags, bool), np.asarray(labels, bool)
+    fa = flags[~labels].mean() if (~labels).any() else math.nan
+    miss = (~flags[labels]).mean() if labels.any() else math.nan
+    return fa, miss
+
+
+def analyze(args) -> None:
+    out = Path(args.out)
+    runs = load_runs(out, args.cut)
+    labels = np.array([r["poor"] for r in runs])
+    train = np.array([r["seed"] % 2 == 0 for r in runs])
+    test = ~train
+    print(f"runs: {len(runs)} ({labels.sum()} poor by outcome: val_accuracy < {args.cut} "
+          f"after {runs[0]['epochs']} epochs)")
+    print("\nfamily     runs  poor  val_acc (median [min, max])  loss ep1 -> last (median)")
+    for fam in FAMILIES:
+        rs = [r for r in runs if r["family"] == fam]
+        if not rs:
+            continue
+        acc = np.array([r["history"]["val_accuracy"][-1] for r in rs])
+        l0 = np.median([r["history"]["loss"][0] for r in rs])
+        l1 = np.median([r["history"]["loss"][-1] for r in rs])
+        print(f"{fam:9s} {len(rs):5d} {sum(r['poor'] for r in rs):5d}  "
+              f"{np.median(acc):.3f} [{acc.min():.3f}, {acc.max():.3f}]        {l0:.3g} -> {l1:.3g}")
+
+    deltas = (0.01, 0.02, 0.05, 0.1)
+    importances = (0.01, 0.05, 0.1, 0.2)
+    table = precompute(runs, deltas, importances)
+
+    # grid over the rule's thresholds, chosen on the even seeds
+    grid = []
+    windows = [(a, b) for a in (2, 3, 5) for b in (3, 5, 8, 10) if a <= b]
+    for (delta, mi), primary, (first, last), stag, high, growth, too_slow in itertools.product(
+            table, ("weights", "loss"), windows, (0.5, 0.7, 0.8, 0.9, 0.95, math.inf),
+            (0.5, 0.7, 0.8, 0.9, 0.95), (0.05, 0.1, 0.2, 0.3, 0.5, math.inf), (True, False)):
+        p = dict(delta=delta, min_importance=mi, primary=primary, first=first, last=last,
+                 stagnation=stag, high_loss=high, growth=growth, too_slow=too_slow)
+        diag = table[(delta, mi)][primary]
+        flags = np.array([rule_fires(r, diag[i], p) for i, r in enumerate(runs)])
+        grid.append((p, flags))
+
+    def pick(candidates, mask):
+        best = None
+        for p, flags in candidates:
+            fa, miss = rates(flags[mask], labels[mask])
+            score = fa + miss
+            if best is None or score < best[0] - 1e-12:
+                best = (score, p, flags)
+        return best
+
+    def report(name, p, flags):
+        fa_tr, miss_tr = rates(flags[train], labels[train])
+        fa_te, miss_te = rates(flags[test], labels[test])
+        print(f"{name:44s} {fa_tr:6.2f} {miss_tr:6.2f}   {fa_te:6.2f} {miss_te:6.2f}   {p}")
+
+    print("\nrule / baseline (thresholds chosen on even seeds)  train FA  miss   test FA  miss   parameters")
+    default = dict(delta=0.02, min_importance=0.05, first=5, last=20, stagnation=0.9,
+                   high_loss=0.9, growth=0.05, too_slow=True)
+    for primary in ("weights", "loss"):
+        p = dict(default, primary=primary, last=min(default["last"], runs[0]["epochs"]))
+        diag = table[(p["delta"], p["min_importance"])][primary]
+        flags = np.array([rule_fires(r, diag[i], p) for i, r in enumerate(runs)])
+        report(f"monitor defaults, primary={primary}", p, flags)
+        p2 = dict(p, too_slow=False, last=10)
+        flags = np.array([rule_fires(r, diag[i], p2) for i, r in enumerate(runs)])
+        report(f"  same, window (5,10), too-slow clause off", p2, flags)
+    for primary in ("weights", "loss"):
+        cands = [(p, f) for p, f in grid if p["primary"] == primary]
+        _, p, flags = pick(cands, train)
+        report(f"best rule, primary={primary}", p, flags)
+        for clause, keep in (("stagnation only", lambda q: q["growth"] == math.inf and not q["too_slow"]),
+                             ("growth only", lambda q: q["stagnation"] == math.inf and not q["too_slow"]),
+                             ("too-slow only", lambda q: q["stagnation"] == math.inf and q["growth"] == math.inf)):
+            sub = [(q, f) for q, f in cands if keep(q)]
+            _, q, f = pick(sub, train)
+            report(f"  {clause}, primary={primary}", q, f)
+    base = []
+    for W in range(2, 11):
+        for f in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99):
+            base.append((dict(W=W, f=f), np.array([baseline_fires(r, W, f) for r in runs])))
+    _, p, flags = pick(base, train)
+    report("baseline loss[W] >= f*loss[1]", p, flags)
+    for W in (3, 5):
+        _, p, flags = pick([(q, f) for q, f in base if q["W"] == W], train)
+        report(f"  baseline at W={W}", p, flags)
+
+    # per-family detection by the best rules
+    print("\nflag rate per family on all seeds (best rule weights / best rule loss / baseline)")
+    bw = pick([(p, f) for p, f in grid if p["primary"] == "weights"], train)[2]
+    bl = pick([(p, f) for p, f in grid if p["primary"] == "loss"], train)[2]
+    bb = pick(base, train)[2]
+    for fam in FAMILIES:
+        idx = np.array([r["family"] == fam for r in runs])
+        if idx.any():
+            print(f"{fam:9s} poor {labels[idx].mean():.2f}   flagged {bw[idx].mean():.2f} / "
+                  f"{bl[idx].mean():.2f} / {bb[idx].mean():.2f}")
+
+    # early-epoch diagnostics per outcome (what the thresholds act on)
+    print("\nmedian diagnostics at epoch 5 (delta 0.02, min_importance 0.05): healthy | poor")
+    for obs in ("weights", "loss"):
+        diag = table[(0.02, 0.05)][obs]
+        for key in ("unit_cluster", "growing", "epochs_to_converge", "spectral_radius"):
+            vals = np.array([diag[i].get(5, {}).get(key, math.nan) for i in range(len(runs))])
+            print(f"  {obs:8s} {key:20s} {np.nanmedian(vals[~labels]):10.3g} | "
+                  f"{np.nanmedian(vals[labels]):10.3g}")
+    ratio5 = np.array([r["history"]["loss"][4] / r["history"]["loss"][0] for r in runs])
+    print(f"  loss[5]/loss[1]               {np.median(ratio5[~labels]):10.3g} | "
+          f"{np.median(ratio5[labels]):10.3g}")
+
+    fixed_point(runs, labels, table)
+
+
+def fixed_point(runs, labels, table) -> None:
+    """stop_at_fixed_point vs min val_loss and EarlyStopping(patience 5/10) on healthy runs."""
+    print("\nstop_at_fixed_point on healthy runs (weights observable, delta 0.02, min_importance 0.05)")
+    print("criterion                          stops (of n)  median stop  median |stop - argmin val_loss|  median val_loss excess")
+    healthy = [i for i in range(len(runs)) if not labels[i]]
+    rows = []
+    for obs, thr, warm in itertools.product(("weights", "loss"), (0.5, 0.7, 0.9), (5, 10)):
+        diag = table[(0.02, 0.05)][obs]
+        stops = []
+        for i in healthy:
+            e_stop = None
+            for e in range(warm, runs[i]["epochs"] + 1):
+                d = diag[i].get(e)
+                if d is not None and d["unit_cluster"] >= thr:
+                    e_stop = e
+                    break
+            stops.append(e_stop)
+        rows.append((f"fixed point {obs} thr {thr} warmup {warm}", stops))
+    for patience in (5, 10):
+        stops = []
+        for i in healthy:
+            v = runs[i]["history"]["val_loss"]
+            best, wait, e_stop = math.inf, 0, None
+            for e, value in enumerate(v, start=1):
+                if value < best:
+                    best, wait = value, 0
+                else:
+                    wait += 1
+                    if wait >= patience:
+                        e_stop = e
+                        break
+            stops.append(e_stop)
+        rows.append((f"EarlyStopping patience {patience}", stops))
+    for name, stops in rows:
+        n = sum(s is not None for s in stops)
+        dist, excess, when = [], [], []
+        for i, s in zip(healthy, stops):
+            v = np.asarray(runs[i]["history"]["val_loss"])
+            s = runs[i]["epochs"] if s is None else s
+            when.append(s)
+            dist.append(abs(s - (int(np.argmin(v)) + 1)))
+            excess.append(v[s - 1] / v.min() - 1)
+        print(f"{name:36s} {n:3d}/{len(stops):<3d}  {np.median(when):11.1f}  {np.median(dist):31.1f}  "
+              f"{np.median(excess):22.3f}")
+    best = [int(np.argmin(runs[i]["history"]["val_loss"])) + 1 for i in healthy]
+    print(f"epoch of minimal val_loss: median {np.median(best):.1f}, range {min(best)}–{max(best)}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("run", "analyze"))
+    parser.add_argument("--out", default="/tmp/poor_init")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--train", type=int, default=1500)
+    parser.add_argument("--val", type=int, default=1000)
+    parser.add_argument("--cut", type=float, default=0.80)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    run(args) if args.command == "run" else analyze(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,456 @@
+"""Reproduce the paper's MNIST experiment (Figure 2) and measure its claims.
+
+Mohr et al. train a small CNN on MNIST for 500 epochs with Xavier, He and random-normal
+initialisations and show Koopman spectra of the training cross-entropy (first 40/100/500 values,
+delay-embedded) and of the weights (first 50/100/500 snapshots). They claim that (1) the
+eigenvalues start clustered near 0, (2) the important ones move to 1 as training nears a fixed
+point, (3) He and Xavier over-memorise (the test cross-entropy rises), and that the clustering at
+1 can serve to terminate training. This script runs the protocol and prints the numbers behind
+each claim, including where a spectral stop (``KoopmanMonitor(stop_at_fixed_point=True)``,
+analysing every epoch) would end training, against the epoch of minimal test cross-entropy and
+against ``keras.callbacks.EarlyStopping(monitor="val_loss")`` with patience 5 and 10, all
+computed offline from the same runs.
+
+Commands::
+
+    # the full protocol (3 initialisations x 500 epochs on all 60,000 images; ~2.5 h per
+    # initialisation at ~6 s/epoch on 2 CPU cores), then the analysis and figures
+    python scripts/reproduce_mnist.py train --epochs 500 --out runs/mnist_full
+
+    # shortened: 40 epochs on 10,000 images
+    python scripts/reproduce_mnist.py train --epochs 40 --subset 10000 --out runs/mnist_short
+
+    # analysis only, of run folders written by `keras-koopman mnist` or of records (below)
+    python scripts/reproduce_mnist.py analyse runs/mnist_short/he runs/mnist_short/xavier ...
+
+    # TensorFlow-free recording with any Keras backend (e.g. JAX on a GPU machine): trains the
+    # same network on the raw MNIST files and saves the weight trajectory compressed to its QR
+    # factor R (exact for every analysis: X = QR has the spectra of R) with the loss history
+    KERAS_BACKEND=jax python scripts/reproduce_mnist.py record --init he --epochs 500 \\
+        --raw-dir ../shared/data/mnist --out runs/gpu/he.npz
+
+``train`` runs ``keras-koopman mnist`` once per initialisation (run folders ``OUT/<init>``; a
+folder that already holds a finished run is reused) and then ``analyse``. ``analyse`` writes the
+report figure of each run to ``FIGDIR/mnist_<init>.png``, a termination figure to
+``FIGDIR/mnist_termination.png``, and every number to ``--json`` (default ``OUT/results.json``
+or ``runs/mnist_results.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+INITS = ("xavier", "he", "normal")
+#: KoopmanMonitor's defaults for the spectral stop: warm-up epochs and unit-cluster threshold.
+STOP_WARMUP = 10
+STOP_THRESHOLD = 0.9
+PATIENCES = (5, 10)
+#: |λ| below this counts as "near 0" in the first claim's measure.
+NEAR_ZERO = 0.5
+
+
+# ------------------------------------------------------------------------------- recording
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format: magic, dimensions, then unsigned bytes)."""
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    n_dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(n_dims))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * n_dims).reshape(shape)
+
+
+def _raw_split(raw_dir: Path, prefix: str, subset: int | None):
+    images = _read_idx(raw_dir / f"{prefix}-images-idx3-ubyte.gz")
+    labels = _read_idx(raw_dir / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    if subset is not None:
+        images, labels = images[:subset], labels[:subset]
+    return (images[..., None].astype(np.float32) / np.float32(255.0)), labels
+
+
+def _paper_cnn_module():
+    """``keras_koopman/models.py`` loaded by path: it needs only Keras and numpy, whereas
+    importing the package imports TensorFlow."""
+    spec = importlib.util.spec_from_file_location("_paper_models", ROOT / "keras_koopman" / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cmd_record(args) -> int:
+    import keras
+
+    models = _paper_cnn_module()
+    raw = Path(args.raw_dir)
+    x_train, y_train = _raw_split(raw, "train", args.subset)
+    x_test, y_test = _raw_split(raw, "t10k", None)
+    keras.utils.set_random_seed(args.seed)
+    model = models.paper_cnn(args.init, seed=args.seed, compile=False)
+    # the compilation of paper_cnn, plus several steps per compiled call (same arithmetic)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  steps_per_execution=args.steps_per_execution)
+
+    snapshots: list[np.ndarray] = []
+
+    def observe() -> np.ndarray:
+        # KoopmanMonitor's weight observable: trainable variables in order, then the constant 1
+        parts = [keras.ops.convert_to_numpy(v).reshape(-1) for v in model.trainable_variables]
+        return np.append(np.concatenate(parts), np.float32(1.0)).astype(np.float32)
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
+            snapshots.append(observe())
+
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append(observe())
+            elapsed = time.perf_counter() - self.start
+            if args.time_limit and elapsed * (epoch + 2) / (epoch + 1) > args.time_limit:
+                self.model.stop_training = True
+
+    started = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+                        validation_data=(x_test, y_test), validation_batch_size=1000,
+                        callbacks=[Recorder()], verbose=args.verbose, shuffle=True)
+    wall = time.perf_counter() - started
+    weights = np.stack(snapshots, axis=1)  # (n, T), float32 as the monitor stores it
+    factor = np.linalg.qr(weights.astype(np.float64), mode="r")
+    config = {"init": args.init, "epochs": args.epochs, "subset": args.subset,
+              "train_examples": int(len(y_train)), "test_examples": int(len(y_test)),
+              "batch_size": args.batch_size, "seed": args.seed, "optimizer": "adam",
+              "learning_rate": args.learning_rate, "backend": keras.backend.backend(),
+              "keras_version": keras.__version__, "wall_seconds": wall,
+              "epochs_run": len(history.history["loss"]),
+              "steps_per_execution": args.steps_per_execution}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, R=factor, n_features=weights.shape[0],
+                        weight_epochs=np.arange(weights.shape[1], dtype=float),
+                        config=json.dumps(config),
+                        **{f"history_{k}": np.asarray(v, dtype=float)
+                           for k, v in history.history.items()})
+    print(f"{out}: {config['epochs_run']} epochs in {wall:.0f} s")
+    return 0
+
+
+# ------------------------------------------------------------------------------- analysis
+def load_run(path: Path) -> dict:
+    """A run: a `keras-koopman mnist` folder or a `record` .npz, as one dictionary."""
+    from keras_koopman.trajectory import TrainingTrajectory
+
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            config = json.loads(str(data["config"]))
+            history = {k[len("history_"):]: data[k] for k in data.files if k.startswith("history_")}
+            factor, n_features = data["R"], int(data["n_features"])
+            weight_epochs = data["weight_epochs"]
+        scalars = {name: (np.arange(1, len(history[name]) + 1, dtype=float), history[name])
+                   for name in ("loss", "val_loss")}
+        trajectory = TrainingTrajectory(weights=factor, weight_epochs=weight_epochs,
+                                        scalars=scalars)
+        source = f"record {path.name} ({config['backend']} backend)"
+    else:
+        summary = json.loads((path / "summary.json").read_text())
+        config = dict(summary["config"], wall_seconds=summary["wall_seconds"],
+                      epochs_run=summary["epochs_run"])
+        history = {k: np.asarray(v, dtype=float) for k, v in summary["history"].items()}
+        full = TrainingTrajectory.load(path / "trajectory")
+        n_features = full.weights.shape[0]
+        factor = np.linalg.qr(np.asarray(full.weights, dtype=np.float64), mode="r")
+        trajectory = TrainingTrajectory(weights=factor, weight_epochs=full.weight_epochs,
+                                        scalars=full.scalars)
+        source = f"keras-koopman mnist run {path}"
+    return {"path": str(path), "source": source, "config": config, "history": history,
+            "trajectory": trajectory, "n_features": n_features}
+
+
+def early_stopping_epoch(val_loss: np.ndarray, patience: int) -> int | None:
+    """Epoch (1-based) at which ``keras.callbacks.EarlyStopping(monitor="val_loss",
+    patience=patience)`` stops training: ``patience`` epochs without a strict improvement."""
+    best, wait = np.inf, 0
+    for epoch, value in enumerate(val_loss, start=1):
+        wait += 1
+        if value < best:
+            best, wait = value, 0
+        if wait >= patience and epoch > 1:
+            return epoch
+    return None
+
+
+def spectral_stop_curve(run: dict, observable: str) -> tuple[np.ndarray, np.ndarray]:
+    """Unit cluster of ``observable`` analysed after each epoch over all snapshots so far
+    (what ``KoopmanMonitor(analyze_every=1)`` logs as ``koopman_unit_cluster``)."""
+    from keras_koopman.analysis import analyze_series, analyze_weights
+    from keras_koopman.koopman._diagnostics import DEFAULT_MIN_IMPORTANCE
+
+    trajectory = run["trajectory"]
+    epochs, cluster = [], []
+    if observable == "weights":
+        factor = trajectory.weights
+        for count in range(4, factor.shape[1] + 1):
+            analysis = analyze_weights(factor[:count, :count], trajectory.weight_epochs[:count],
+                                       n_features=run["n_features"], keep_modes=False,
+                                       refine=DEFAULT_MIN_IMPORTANCE)
+            epochs.append(trajectory.weight_epochs[count - 1])
+            cluster.append(analysis.diagnostics.unit_cluster)
+    else:
+        loss_epochs, values = trajectory.scalars[observable]
+        for count in range(6, values.size + 1):
+            analysis = analyze_series(values[:count], loss_epochs[:count], observable=observable,
+                                      keep_modes=False, refine=DEFAULT_MIN_IMPORTANCE)
+            epochs.append(loss_epochs[count - 1])
+            cluster.append(analysis.diagnostics.unit_cluster)
+    return np.asarray(epochs), np.asarray(cluster)
+
+
+def _near_zero_share(analysis) -> float:
+    """Importance-weighted share of the important eigenvalues (importance >= 5 %) with
+    ``|λ| <= NEAR_ZERO``."""
+    keep = analysis.importance >= 0.05
+    weight = analysis.importance[keep]
+    near = np.abs(analysis.eigenvalues[keep]) <= NEAR_ZERO
+    return float(weight[near].sum() / weight.sum()) if weight.sum() else 0.0
+
+
+def analyse_run(run: dict, figdir: Path | None) -> dict:
+    from keras_koopman.cli import draw_report, report_analyses
+
+    trajectory, history, config = run["trajectory"], run["history"], run["config"]
+    analyses, counts = report_analyses(trajectory, n_features=run["n_features"])
+    val = history["val_loss"]
+    best = int(np.argmin(val)) + 1
+    result = {
+        "source": run["source"], "config": config, "snapshot_counts": counts,
+        "epochs_run": int(val.size),
+        "test_ce": {"min": float(val.min()), "min_epoch": best, "final": float(val[-1]),
+                    "first": float(val[0]),
+                    "rise_after_min": float(val[-1] / val.min())},
+        "train_ce": {"first": float(history["loss"][0]), "final": float(history["loss"][-1]),
+                     "min": float(history["loss"].min())},
+        "test_accuracy": {"final": float(history["val_accuracy"][-1]),
+                          "at_min_ce": float(history["val_accuracy"][best - 1]),
+                          "max": float(history["val_accuracy"].max())},
+        "spectra": [{"observable": a.observable, "first_epoch": a.first_epoch,
+                     "last_epoch": a.last_epoch, "n_snapshots": a.n_snapshots,
+                     "rank": a.rank, "near_zero_share": _near_zero_share(a),
+                     **{k: float(v) for k, v in a.diagnostics.as_logs("").items()},
+                     "leading": [[float(z.real), float(z.imag)] for z in a.eigenvalues[:5]]}
+                    for a in analyses],
+    }
+    stops = {}
+    for observable in ("weights", "loss"):
+        epochs, cluster = spectral_stop_curve(run, observable)
+        fired = np.flatnonzero((epochs >= STOP_WARMUP) & (cluster >= STOP_THRESHOLD))
+        stops[f"spectral_{observable}"] = int(epochs[fired[0]]) if fired.size else None
+        result[f"unit_cluster_{observable}"] = {"epochs": epochs.tolist(), "values": cluster.tolist()}
+    for patience in PATIENCES:
+        stops[f"early_stopping_{patience}"] = early_stopping_epoch(val, patience)
+    stops["min_test_ce"] = best
+    result["stops"] = {
+        name: None if epoch is None else {
+            "epoch": epoch, "test_ce": float(val[epoch - 1]),
+            "test_accuracy": float(history["val_accuracy"][epoch - 1]),
+            "excess_test_ce": float(val[epoch - 1] - val.min())}
+        for name, epoch in stops.items()}
+    if figdir is not None:
+        title = (f"MNIST, {config['init']} initialisation: {val.size} epochs on "
+                 f"{config['train_examples']:,} images")
+        draw_report(trajectory, analyses, figdir / f"mnist_{config['init']}.png", title)
+    return result
+
+
+def termination_figure(results: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 6.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    markers = {"spectral_weights": ("v", "spectral stop (weights)"),
+               "early_stopping_5": ("s", "EarlyStopping, patience 5"),
+               "early_stopping_10": ("D", "EarlyStopping, patience 10"),
+               "min_test_ce": ("*", "minimal test cross-entropy")}
+    for index, result in enumerate(results):
+        colour = f"C{index}"
+        init = result["config"]["init"]
+        val = np.asarray(result["history_val_loss"])
+        top.plot(np.arange(1, val.size + 1), val, color=colour, lw=1.3, label=f"{init}: test")
+        train = np.asarray(result["history_loss"])
+        top.plot(np.arange(1, train.size + 1), train, color=colour, lw=0.9, ls="--",
+                 label=f"{init}: train")
+        for name, (marker, _) in markers.items():
+            stop = result["stops"].get(name)
+            if stop is not None:
+                top.plot(stop["epoch"], stop["test_ce"], marker=marker, color=colour, ms=9,
+                         mec="black", ls="none", zorder=5)
+        curve = result["unit_cluster_weights"]
+        bottom.plot(curve["epochs"], curve["values"], color=colour, lw=1.2, label=f"{init}: weights")
+        curve = result["unit_cluster_loss"]
+        bottom.plot(curve["epochs"], curve["values"], color=colour, lw=0.9, ls=":",
+                    label=f"{init}: loss")
+    for name, (marker, label) in markers.items():
+        top.plot([], [], marker=marker, color="0.5", mec="black", ls="none", ms=8, label=label)
+    top.set_yscale("log")
+    top.set_ylabel("cross-entropy (log scale)")
+    top.legend(fontsize=7, ncol=3, loc="upper right")
+    top.grid(True, color="0.92")
+    top.set_title("Where training would stop: spectral criterion vs EarlyStopping vs "
+                  "minimal test cross-entropy", fontsize=11)
+    bottom.axhline(STOP_THRESHOLD, color="0.4", ls="--", lw=0.8, label=f"threshold {STOP_THRESHOLD}")
+    bottom.axvline(STOP_WARMUP, color="0.7", ls=":", lw=0.8, label=f"warm-up {STOP_WARMUP}")
+    bottom.set_ylim(-0.03, 1.03)
+    bottom.set_xlabel("epoch (analysis over all snapshots so far)")
+    bottom.set_ylabel("unit cluster (near 1)")
+    bottom.legend(fontsize=7, ncol=4, loc="lower right")
+    bottom.grid(True, color="0.92")
+    figure.savefig(path, dpi=110)
+
+
+def print_tables(results: list[dict]) -> None:
+    print("\nTest cross-entropy (claim 3: He and Xavier over-memorise)")
+    print(f"{'init':<8}{'epochs':>7}{'min':>9}{'at ep.':>8}{'final':>9}{'final/min':>11}"
+          f"{'train final':>13}{'test acc.':>11}")
+    for r in results:
+        t = r["test_ce"]
+        print(f"{r['config']['init']:<8}{r['epochs_run']:>7}{t['min']:>9.4f}{t['min_epoch']:>8}"
+              f"{t['final']:>9.4f}{t['rise_after_min']:>11.2f}{r['train_ce']['final']:>13.2e}"
+              f"{r['test_accuracy']['final']:>11.4f}")
+    print("\nSpectra (claims 1-2: near 0 early, important eigenvalues move to 1)")
+    print(f"{'init':<8}{'observable':<10}{'epochs':>9}{'rank':>6}{'radius':>9}{'near 0':>8}"
+          f"{'near 1':>8}{'imp.':>6}  leading eigenvalues")
+    for r in results:
+        for s in r["spectra"]:
+            lead = ", ".join(f"{complex(*z):.3f}".strip("()") for z in s["leading"][:3])
+            window = f"{s['first_epoch']:g}-{s['last_epoch']:g}"
+            print(f"{r['config']['init']:<8}{s['observable']:<10}{window:>9}{s['rank']:>6}"
+                  f"{s['spectral_radius']:>9.4f}{s['near_zero_share']:>8.3f}"
+                  f"{s['unit_cluster']:>8.3f}{int(s['n_important']):>6}  {lead}")
+    print("\nTermination (epoch; test cross-entropy there; excess over the minimum)")
+    names = ["spectral_weights", "spectral_loss", "early_stopping_5", "early_stopping_10",
+             "min_test_ce"]
+    print(f"{'init':<8}" + "".join(f"{n:>26}" for n in names))
+    for r in results:
+        cells = []
+        for n in names:
+            s = r["stops"][n]
+            cells.append("never" if s is None else
+                         f"{s['epoch']} ({s['test_ce']:.4f}, +{s['excess_test_ce']:.4f})")
+        print(f"{r['config']['init']:<8}" + "".join(f"{c:>26}" for c in cells))
+
+
+def cmd_analyse(args) -> int:
+    figdir = None if args.no_figures else Path(args.figdir)
+    if figdir is not None:
+        figdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in args.runs:
+        started = time.perf_counter()
+        run = load_run(Path(path))
+        result = analyse_run(run, figdir)
+        result["history_val_loss"] = run["history"]["val_loss"].tolist()
+        result["history_loss"] = run["history"]["loss"].tolist()
+        results.append(result)
+        print(f"analysed {path} ({time.perf_counter() - started:.0f} s)", flush=True)
+    print_tables(results)
+    if figdir is not None:
+        termination_figure(results, figdir / "mnist_termination.png")
+    target = Path(args.json)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from keras_koopman.trajectory import write_json_atomic
+
+    write_json_atomic(target, results)
+    print(f"\nresults: {target}" + ("" if figdir is None else f"; figures in {figdir}"))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from keras_koopman.cli import main as cli
+
+    out = Path(args.out)
+    runs = []
+    for init in args.inits:
+        run_dir = out / init
+        if (run_dir / "summary.json").is_file():
+            print(f"{run_dir}: finished run found, reused")
+        else:
+            argv = ["mnist", "--init", init, "--epochs", str(args.epochs), "--out", str(run_dir),
+                    "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+                    "--verbose", str(args.verbose), "--overwrite"]
+            if args.subset:
+                argv += ["--subset", str(args.subset)]
+            if args.data_dir:
+                argv += ["--data-dir", args.data_dir]
+            print("keras-koopman", " ".join(argv), flush=True)
+            status = cli(argv)
+            if status:
+                return status
+        runs.append(str(run_dir))
+    args.runs = runs
+    if args.json is None:
+        args.json = str(out / "results.json")
+    return cmd_analyse(args)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def analysis_options(p):
+        p.add_argument("--figdir", default=str(ROOT / "docs" / "figures"),
+                       help="folder for mnist_<init>.png and mnist_termination.png")
+        p.add_argument("--no-figures", action="store_true")
+
+    train = commands.add_parser("train", help="run `keras-koopman mnist` per initialisation, "
+                                              "then analyse")
+    train.add_argument("--epochs", type=int, default=500, help="epochs (the paper: 500)")
+    train.add_argument("--subset", type=int, help="training images (default: all 60,000)")
+    train.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
+    train.add_argument("--out", default="runs/mnist", help="folder of the run folders")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data-dir", help="raw MNIST files (default as in keras-koopman mnist)")
+    train.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    train.add_argument("--json", help="results file (default OUT/results.json)")
+    analysis_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    analyse = commands.add_parser("analyse", help="analyse finished runs or records")
+    analyse.add_argument("runs", nargs="+", help="run folders or record .npz files")
+    analyse.add_argument("--json", default="runs/mnist_results.json")
+    analysis_options(analyse)
+    analyse.set_defaults(handler=cmd_analyse)
+
+    record = commands.add_parser("record", help="TensorFlow-free training and recording "
+                                                "(any Keras backend)")
+    record.add_argument("--init", required=True, choices=INITS)
+    record.add_argument("--epochs", type=int, default=500)
+    record.add_argument("--subset", type=int)
+    record.add_argument("--raw-dir", required=True, help="folder of the four raw MNIST files")
+    record.add_argument("--out", required=True, help=".npz file to write")
+    record.add_argument("--batch-size", type=int, default=32)
+    record.add_argument("--learning-rate", type=float, default=1e-3)
+    record.add_argument("--seed", type=int, default=0)
+    record.add_argument("--steps-per-execution", type=int, default=1,
+                        help="training steps per compiled call (speed only)")
+    record.add_argument("--time-limit", type=float,
+                        help="stop after the last epoch that fits in this many seconds")
+    record.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    record.set_defaults(handler=cmd_record)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

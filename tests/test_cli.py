@@ -1,0 +1,237 @@
+"""End-to-end tests of the ``keras-koopman`` command-line tool on a small MNIST subset.
+
+One real run (256 training images, 8 epochs, 500 test images) from ``../shared/data/mnist`` is
+shared by the tests; they check what it writes, that ``analyze`` and ``plot`` reproduce the saved
+analyses from the trajectory alone, and that bad arguments give one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from keras_koopman import KoopmanMonitor, analyze_weights
+from keras_koopman import cli
+from keras_koopman.cli import main, scaled_snapshot_counts
+
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+EPOCHS = 8
+SUBSET = 256
+N_WEIGHTS = 65_558  # paper_cnn's trainable weights (docs/data_and_models.md)
+# The paper's 40/100/500 loss values and 50/100/500 weight snapshots of 500 epochs, as the same
+# fractions of 8 epochs (8 loss values, 9 weight snapshots), at least 6 and 4:
+# loss 0.64, 1.6, 8 -> 6, 6, 8; weights 0.9, 1.8, 9 -> 4, 4, 9.
+LOSS_COUNTS = [6, 8]
+WEIGHT_COUNTS = [4, 9]
+
+pytestmark = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST files in {MNIST_DIR}")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    status = main(["mnist", "--init", "he", "--epochs", str(EPOCHS), "--subset", str(SUBSET),
+                   "--test-subset", "500", "--data-dir", str(MNIST_DIR), "--out", str(out),
+                   "--quiet"])
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def summary(run_dir) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _one_error_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"keras-koopman{' ' + command if command else ''}: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_scaled_snapshot_counts_follow_the_paper_fractions():
+    assert scaled_snapshot_counts((40, 100, 500), 500, minimum=6) == (40, 100, 500)
+    assert scaled_snapshot_counts((50, 100, 500), 800, minimum=4) == (50, 100, 500)
+    assert scaled_snapshot_counts((40, 100, 500), 50, minimum=6) == (6, 10, 50)
+    assert scaled_snapshot_counts((50, 100, 500), 51, minimum=4) == (5, 10, 51)
+    assert scaled_snapshot_counts((40, 100, 500), 3, minimum=6) == ()
+
+
+def test_mnist_run_writes_trajectory_summary_and_report(run_dir, summary):
+    for name in ("summary.json", "report.png", "trajectory/trajectory.json",
+                 "trajectory/weights.bin", "trajectory/analyses.json"):
+        assert (run_dir / name).is_file(), name
+    assert summary["format"] == "keras-koopman-mnist-run"
+    config = summary["config"]
+    assert (config["init"], config["epochs"], config["train_examples"]) == ("he", EPOCHS, SUBSET)
+    assert config["test_examples"] == 500
+    assert summary["epochs_run"] == EPOCHS
+    history = summary["history"]
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert len(history[key]) == EPOCHS and np.all(np.isfinite(history[key])), key
+        assert summary["final"][key] == history[key][-1]
+    assert history["loss"][-1] < 0.5 * history["loss"][0]  # it really trained
+    best = summary["best_val_loss"]
+    assert best["epoch"] == int(np.argmin(history["val_loss"])) + 1
+    assert best["value"] == min(history["val_loss"])
+
+    trajectory = KoopmanMonitor.load(run_dir / "trajectory")
+    assert trajectory.weights.shape == (N_WEIGHTS + 1, EPOCHS + 1)  # + the constant observable
+    assert np.all(np.isfinite(trajectory.weights))
+    np.testing.assert_array_equal(trajectory.weight_epochs, np.arange(EPOCHS + 1))
+    np.testing.assert_allclose(trajectory.scalars["loss"][1], history["loss"])
+    np.testing.assert_allclose(trajectory.scalars["val_loss"][1], history["val_loss"])
+
+
+def test_summary_holds_finite_spectra_at_the_scaled_paper_counts(summary):
+    assert summary["snapshot_counts"] == {"loss": LOSS_COUNTS, "weights": WEIGHT_COUNTS}
+    analyses = summary["analyses"]
+    expected = [("loss", k, 1, k) for k in LOSS_COUNTS] + \
+               [("weights", k, 0, k - 1) for k in WEIGHT_COUNTS]
+    assert [(a["observable"], a["n_snapshots"], a["first_epoch"], a["last_epoch"])
+            for a in analyses] == expected
+    for a in analyses:
+        eigenvalues = np.asarray(a["eigenvalues"], dtype=float)
+        assert eigenvalues.shape == (a["rank"], 2) and a["rank"] >= 1
+        assert np.all(np.isfinite(eigenvalues))
+        assert np.all(np.isfinite(a["residuals"])) and min(a["residuals"]) >= 0
+        importance = np.asarray(a["importance"])
+        assert importance.max() == pytest.approx(1.0) and importance.min() >= 0
+        diagnostics = a["diagnostics"]
+        assert 0.0 <= diagnostics["unit_cluster"] <= 1.0
+        assert 0.0 <= diagnostics["growing"] <= 1.0
+        radius = np.hypot(*eigenvalues[importance >= 0.05].T).max()
+        assert diagnostics["spectral_radius"] == pytest.approx(radius)
+    # the weights carry the constant observable: an eigenvalue at 1 (the fixed-point mode)
+    weights = [a for a in analyses if a["observable"] == "weights"][-1]
+    assert np.min(np.abs(np.asarray(weights["eigenvalues"]) - [1.0, 0.0]).sum(axis=1)) < 0.01
+
+
+def test_report_png_decodes(run_dir):
+    image = imread(run_dir / "report.png")
+    height, width = image.shape[:2]
+    assert height > 800 and width > 600  # curves + a loss row + a weights row
+    assert image[..., :3].std() > 0.05  # not blank
+
+
+def test_analyze_reproduces_the_saved_analyses(run_dir, summary, tmp_path, capsys):
+    out = tmp_path / "weights.json"
+    assert main(["analyze", str(run_dir), "--observable", "weights", "--snapshots",
+                 *map(str, WEIGHT_COUNTS), "--json", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 2 + len(WEIGHT_COUNTS) and table[0].split()[0] == "observable"
+    recomputed = json.loads(out.read_text())["analyses"]
+    saved = [a for a in summary["analyses"] if a["observable"] == "weights"]
+    assert len(recomputed) == len(saved)
+    for new, old in zip(recomputed, saved):
+        for key in ("n_snapshots", "first_epoch", "last_epoch", "rank", "diagnostics"):
+            assert new[key] == old[key], key
+        np.testing.assert_allclose(new["eigenvalues"], old["eigenvalues"], rtol=1e-12, atol=1e-14)
+
+    # the same window given as epochs, for the loss observable
+    out = tmp_path / "loss.json"
+    assert main(["analyze", str(run_dir / "trajectory"), "--observable", "loss", "--window",
+                 "1", str(EPOCHS), "--json", str(out)]) == 0
+    (recomputed,) = json.loads(out.read_text())["analyses"]
+    saved = [a for a in summary["analyses"] if a["observable"] == "loss"][-1]
+    assert recomputed["n_snapshots"] == saved["n_snapshots"] == EPOCHS
+    assert recomputed["diagnostics"] == saved["diagnostics"]
+    np.testing.assert_allclose(recomputed["eigenvalues"], saved["eigenvalues"], rtol=1e-12)
+
+
+def test_compressed_analysis_matches_raw_snapshots_and_the_monitor(run_dir, summary):
+    """The CLI analyses the QR factor of the weights; the spectrum is that of the raw snapshots
+    (analysed here directly) and of the monitor's live analysis over the same epochs."""
+    trajectory = KoopmanMonitor.load(run_dir / "trajectory")
+    saved = [a for a in summary["analyses"] if a["observable"] == "weights"][-1]
+    raw = analyze_weights(np.asarray(trajectory.weights, dtype=np.float64),
+                          trajectory.weight_epochs, keep_modes=False)
+    live = [a for a in trajectory.analyses
+            if a.observable == "weights" and a.last_epoch == saved["last_epoch"]]
+    assert len(live) == 1
+    saved_lam = np.asarray(saved["eigenvalues"]) @ [1, 1j]
+    important = np.asarray(saved["importance"]) >= 0.05
+    for other in (raw, live[0]):
+        assert other.rank == saved["rank"]
+        keep = other.importance >= 0.05
+        assert keep.sum() == important.sum()
+        np.testing.assert_allclose(np.sort_complex(other.eigenvalues[keep]),
+                                   np.sort_complex(saved_lam[important]), atol=1e-5)
+
+
+def test_plot_redraws_the_report_from_saved_analyses(run_dir, tmp_path, capsys):
+    redrawn = tmp_path / "redrawn.png"
+    assert main(["plot", str(run_dir), "--out", str(redrawn)]) == 0
+    np.testing.assert_array_equal(imread(redrawn), imread(run_dir / "report.png"))
+
+    recomputed = tmp_path / "weights_only.png"
+    assert main(["plot", str(run_dir / "trajectory"), "--out", str(recomputed),
+                 "--weight-snapshots", "5", "9", "--observables", "weights"]) == 0
+    image = imread(recomputed)
+    assert image.shape[0] < imread(redrawn).shape[0]  # one row of spectra, not two
+    assert image[..., :3].std() > 0.05
+
+
+@pytest.mark.parametrize("argv, command, mentions", [
+    (["mnist", "--init", "he", "--epochs", "0", "--out", "{tmp}/a"], "mnist", "--epochs"),
+    (["mnist", "--init", "glorot", "--epochs", "1", "--out", "{tmp}/a"], "mnist", "--init"),
+    (["mnist", "--init", "he", "--epochs", "1"], "mnist", "--out"),
+    (["mnist", "--init", "he", "--epochs", "1", "--out", "{tmp}/a", "--data-dir",
+      "{tmp}/missing"], "mnist", "{tmp}/missing"),
+    (["mnist", "--init", "he", "--epochs", "1", "--out", "{tmp}/a", "--data-dir", "{tmp}"],
+     "mnist", "train-images-idx3-ubyte.gz"),
+    (["analyze", "{tmp}"], "analyze", "not a keras-koopman trajectory"),
+    (["analyze", "{tmp}/missing"], "analyze", "no such file"),
+    (["analyze", "{run}", "--snapshots", "99"], "analyze", "99"),
+    (["analyze", "{run}", "--observable", "loss", "--window", "50", "60"], "analyze", "--window"),
+    (["analyze", "{run}", "--delays", "3"], "analyze", "--delays"),
+    (["plot", "{run}", "--out", "{tmp}/missing/report.png"], "plot", "--out"),
+    (["plot", "{run}"], "plot", "--out"),
+    ([], "", "COMMAND"),
+    (["train"], "", "invalid choice"),
+])
+def test_bad_arguments_exit_2_with_one_line(argv, command, mentions, run_dir, tmp_path, capsys):
+    def fill(text):
+        return text.format(tmp=tmp_path, run=run_dir)
+
+    assert main([fill(a) for a in argv]) == 2
+    assert fill(mentions) in _one_error_line(capsys, command)
+    assert not (tmp_path / "a").exists()  # nothing written
+
+
+def test_out_folder_with_a_run_is_not_overwritten_by_default(run_dir, capsys):
+    before = (run_dir / "summary.json").read_bytes()
+    assert main(["mnist", "--init", "he", "--epochs", "1", "--out", str(run_dir)]) == 2
+    assert "--overwrite" in _one_error_line(capsys, "mnist")
+    assert (run_dir / "summary.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("command, options", [
+    ("mnist", ["--init", "--epochs", "--out", "--subset", "--data-dir", "--fashion",
+               "--batch-size", "--seed", "--quiet", "--loss-snapshots", "--weight-snapshots"]),
+    ("analyze", ["--observable", "--snapshots", "--window", "--delays", "--tol", "--json"]),
+    ("plot", ["--out", "--loss-snapshots", "--weight-snapshots", "--observables"]),
+])
+def test_help_lists_every_option(command, options, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: keras-koopman {command}")
+    for option in options:
+        assert option in text, option
+
+
+def test_sobolev_forwards_to_the_study_script_or_says_it_is_missing(monkeypatch, tmp_path, capsys):
+    if cli._sobolev_script().is_file():
+        assert main(["sobolev", "--help"]) == 0
+        assert capsys.readouterr().out.startswith("usage: keras-koopman sobolev")
+        assert main(["sobolev", "--no-such-option"]) == 2
+        capsys.readouterr()
+    monkeypatch.setattr(cli, "_sobolev_script", lambda: tmp_path / "reproduce_sobolev.py")
+    assert main(["sobolev"]) == 2
+    assert "not available" in _one_error_line(capsys, "sobolev")

@@ -1,0 +1,285 @@
+"""Spectral pruning of keras-tuner searches: forecast, rules, scores, tuners, distributed mode."""
+
+import contextlib
+import copy
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from keras_koopman import (
+    KoopmanPruning,
+    PruningRule,
+    SpectralGridSearch,
+    analyze_series,
+    koopman_forecast,
+    with_koopman_pruning,
+)
+from keras_koopman.tuner import PRUNING_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 10
+
+
+def regression_data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((128, 4)).astype("float32")
+    y = (X @ rng.standard_normal((4, 1)) + 0.1 * rng.standard_normal((128, 1))).astype("float32")
+    return X[:96], y[:96], X[96:], y[96:]
+
+
+def small_model(lr, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(lr), "mse")
+    return model
+
+
+def fit(lr, callback, epochs=EPOCHS):
+    x, y, xv, yv = regression_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the monitor warns when it stops a run
+        return small_model(lr).fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=32,
+                                   verbose=0, callbacks=[callback])
+
+
+# ---------------------------------------------------------------------------- forecast
+def test_forecast_continues_a_sum_of_exponentials():
+    epochs = np.arange(1, 13)
+    curve = lambda t: 0.3 + 2.0 * 0.8 ** t - 0.5 * 0.5 ** t  # noqa: E731
+    analysis = analyze_series(curve(epochs), epochs, observable="val_loss")
+    ahead = np.array([12, 13, 20, 40])
+    np.testing.assert_allclose(koopman_forecast(analysis, ahead), curve(ahead), rtol=1e-6)
+
+
+def test_forecast_rejects_what_it_cannot_continue():
+    epochs = np.arange(1, 9)
+    analysis = analyze_series(0.8 ** epochs, epochs, observable="loss", keep_modes=False)
+    with pytest.raises(ValueError, match="keep_modes"):
+        koopman_forecast(analysis, [10])
+    analysis = analyze_series(0.8 ** epochs, epochs, observable="loss")
+    with pytest.raises(ValueError, match="epochs"):
+        koopman_forecast(analysis, [0])
+
+
+# ---------------------------------------------------------------------------- the callback
+def test_stagnating_run_is_pruned_by_the_poor_init_rule_after_the_warmup():
+    callback = KoopmanPruning(warmup=4)
+    history = fit(1e-5, callback)
+    assert len(history.epoch) == 4
+    assert callback.pruned and callback.pruned_epoch == 4
+    assert callback.rule is PruningRule.POOR_INITIALIZATION
+    assert "stagnation" in callback.reason
+    assert history.history["pruned"] == [0.0, 0.0, 0.0, 1.0]
+    assert history.history["pruned_rule"][-1] == float(PruningRule.POOR_INITIALIZATION)
+
+    healthy = KoopmanPruning(warmup=4)  # a learning rate that trains is left alone
+    history = fit(0.05, healthy)
+    assert len(history.epoch) == EPOCHS and not healthy.pruned
+    assert history.history["pruned_epoch"] == [0.0] * EPOCHS
+
+
+def test_forecast_rule_prunes_only_against_a_better_reference():
+    slow = KoopmanPruning(warmup=4, reference=0.2, poor_init=False)
+    history = fit(0.01, slow)
+    assert slow.rule is PruningRule.FORECAST and slow.pruned_epoch == 4
+    assert len(history.epoch) == 4
+    # the logged forecast is the Hankel KMD of val_loss continued to the end of the budget
+    analysis = [a for a in slow.monitor.analyses if a.observable == "val_loss"][-1]
+    expected = koopman_forecast(analysis, [EPOCHS])[0]
+    assert history.history["pruning_forecast"][-1] == pytest.approx(expected)
+    assert expected > 0.2 * 1.1
+
+    beaten = KoopmanPruning(warmup=4, reference=10.0, poor_init=False)
+    history = fit(0.01, beaten)
+    assert not beaten.pruned and len(history.epoch) == EPOCHS
+    forecasts = np.asarray(history.history["pruning_forecast"])
+    assert np.all(np.isnan(forecasts[:2])) and np.all(np.isfinite(forecasts[3:-1]))
+
+
+def test_restart_reinitialises_before_pruning():
+    callback = KoopmanPruning(warmup=4, restarts=1, restart_seed=7)
+    history = fit(1e-5, callback, epochs=12)
+    assert callback.monitor.restarts == 1
+    assert callback.pruned_epoch == 8  # 4 epochs, restart, 4 more epochs judged afresh
+    assert history.history["pruning_restarts"][-1] == 1.0
+    assert "restarts" in callback.reason
+
+
+def test_callback_configuration_and_errors():
+    callback = KoopmanPruning("val_mae", direction="min", warmup=5, margin=0.2,
+                              monitor_options={"growth_threshold": 0.2})
+    config = callback.get_config()
+    assert KoopmanPruning(**config).get_config() == config
+    assert callback.monitor.growth_threshold == 0.2
+    assert callback.monitor.poor_init_epochs[0] == 5
+    assert "val_mae" in callback.monitor.observables
+    clone = copy.deepcopy(callback)  # keras-tuner deep-copies callbacks for every trial
+    assert clone.monitor is not callback.monitor and clone.get_config() == config
+    for kwargs, name in [({"warmup": 3}, "warmup"), ({"direction": "up"}, "direction"),
+                         ({"margin": -0.1}, "margin"), ({"restarts": -1}, "restarts"),
+                         ({"reference": float("nan")}, "reference"),
+                         ({"monitor_options": {"analyze_every": 2}}, "monitor_options")]:
+        with pytest.raises(ValueError, match=name):
+            KoopmanPruning(**kwargs)
+    with pytest.raises(TypeError, match="objective"):
+        KoopmanPruning(3)
+
+
+def test_factory_and_tuner_arguments(tmp_path):
+    spectral = with_koopman_pruning(keras_tuner.RandomSearch)
+    assert issubclass(spectral, keras_tuner.RandomSearch) and spectral.__name__ == "SpectralRandomSearch"
+    assert with_koopman_pruning(spectral) is spectral
+    with pytest.raises(TypeError, match="tuner_class"):
+        with_koopman_pruning(dict)
+    build = lambda hp: small_model(hp.Choice("lr", [0.01]))  # noqa: E731
+    common = dict(max_trials=1, directory=str(tmp_path), overwrite=True)
+    with pytest.raises(ValueError, match="objective"):
+        spectral(build, objective=["val_loss", "loss"], **common)
+    with pytest.raises(ValueError, match="pruned_score"):
+        spectral(build, objective="val_loss", pruned_score="best", **common)
+    with pytest.raises(TypeError, match="pruning"):
+        spectral(build, objective="val_loss", pruning=keras.callbacks.EarlyStopping(), **common)
+
+
+# ---------------------------------------------------------------------------- a search
+def test_search_completes_pruned_trials_with_a_score(tmp_path):
+    """Four stagnating trials in a row would abort a search that raised FailedTrialError."""
+    rates = [1e-5, 2e-5, 3e-5, 4e-5, 0.05, 0.005]
+
+    def build(hp):
+        return small_model(hp.Choice("lr", rates))
+
+    tuner = SpectralGridSearch(build, objective="val_loss", directory=str(tmp_path),
+                               project_name="grid", pruning=KoopmanPruning(warmup=4),
+                               pruned_score="forecast")
+    x, y, xv, yv = regression_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tuner.search(x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=32, verbose=0)
+    trials = {t.hyperparameters["lr"]: t for t in tuner.oracle.trials.values()}
+    assert sorted(trials) == sorted(rates)
+    assert all(t.status == "COMPLETED" and np.isfinite(t.score) for t in trials.values())
+    rules = {lr: t.metrics.get_last_value("pruned_rule") for lr, t in trials.items()}
+    assert rules == {1e-5: 1.0, 2e-5: 1.0, 3e-5: 1.0, 4e-5: 1.0, 0.05: 0.0, 0.005: 2.0}
+    assert tuner.get_best_hyperparameters()[0]["lr"] == 0.05
+    slow = trials[0.005]
+    assert slow.metrics.get_last_value("pruned_epoch") == 4.0
+    # pruned_score="forecast": the forecast, clipped to be no better than the last value seen
+    forecast = slow.metrics.get_last_value("pruning_forecast")
+    last_seen = slow.metrics.get_last_value("val_loss")
+    assert slow.score == pytest.approx(max(forecast, last_seen))
+    assert slow.score > trials[0.05].score
+    assert "forecast" in slow.message and "after 4 epochs" in slow.message
+    # the trial's saved state carries the pruning metrics
+    saved = json.loads((Path(tuner.get_trial_dir(slow.trial_id)) / "trial.json").read_text())
+    assert saved["metrics"]["metrics"]["pruned"]["observations"][-1]["value"] == [1.0]
+    records = {r.trial_id: r for r in tuner.pruning_records()}
+    assert sum(r.pruned for r in records.values()) == 5
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tuner.results_summary(num_trials=6)
+    text = out.getvalue()
+    assert "5 of 6 trials pruned" in text
+    assert "pruned after 4 epochs by the Koopman poor-initialisation rule" in text
+
+
+# ---------------------------------------------------------------------------- distributed
+DISTRIBUTED = textwrap.dedent("""
+    import contextlib, io, json, os, sys, warnings
+    sys.path.insert(0, ROOT)
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    import keras, numpy as np
+    from keras_koopman import KoopmanPruning, SpectralRandomSearch
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((128, 4)).astype("float32")
+    Y = (X @ rng.standard_normal((4, 1)) + 0.1 * rng.standard_normal((128, 1))).astype("float32")
+
+    def build(hp):
+        lr = hp.Choice("lr", [1e-5, 0.05, 2e-5, 0.005, 3e-5, 0.02])
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="tanh"),
+                                  keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(lr), "mse")
+        return model
+
+    ran = []
+    class Recording(SpectralRandomSearch):
+        def on_trial_end(self, trial):
+            ran.append({"id": trial.trial_id, "message": trial.message})
+            super().on_trial_end(trial)
+
+    tuner = Recording(build, objective="val_loss", max_trials=5, seed=1, directory=OUT,
+                      project_name="dist", pruning=KoopmanPruning(warmup=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tuner.search(X[:96], Y[:96], validation_data=(X[96:], Y[96:]), epochs=8,
+                     batch_size=32, verbose=0)
+    me = os.environ["KERASTUNER_TUNER_ID"]
+    result = {"ran": ran}
+    if me == "chief":
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            tuner.results_summary(num_trials=10)
+        result["summary"] = out.getvalue()
+        result["records"] = [dict(id=r.trial_id, status=r.status, score=r.score,
+                                  pruned=r.pruned, epoch=r.epoch, rule=int(r.rule))
+                             for r in tuner.pruning_records()]
+    with open(os.path.join(OUT, me + ".json"), "w") as f:
+        json.dump(result, f)
+""")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow  # three TensorFlow processes: about 60 s of CPU, minutes on a loaded machine
+def test_distributed_chief_and_two_workers(tmp_path):
+    script = DISTRIBUTED.replace("ROOT", repr(str(ROOT))).replace("OUT", repr(str(tmp_path)))
+    port = str(free_port())
+    procs = {}
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+                   KERASTUNER_ORACLE_PORT=port)
+        procs[tuner_id] = subprocess.Popen([sys.executable, "-c", script], env=env,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           text=True)
+    try:
+        outputs = {k: p.communicate(timeout=240)[0] for k, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    for tuner_id, p in procs.items():
+        assert p.returncode == 0, f"{tuner_id} failed:\n{outputs[tuner_id][-3000:]}"
+    chief = json.loads((tmp_path / "chief.json").read_text())
+    workers = [json.loads((tmp_path / f"tuner{i}.json").read_text()) for i in (0, 1)]
+    assert chief["ran"] == []  # the chief only serves the oracle
+    records = {r["id"]: r for r in chief["records"]}
+    assert len(records) == 5 and all(r["status"] == "COMPLETED" for r in records.values())
+    ran = [t for w in workers for t in w["ran"]]
+    assert sorted(t["id"] for t in ran) == sorted(records)  # every trial ran exactly once
+    pruned_on_chief = {i for i, r in records.items() if r["pruned"]}
+    pruned_on_workers = {t["id"] for t in ran if t["message"] and "pruned after" in t["message"]}
+    assert pruned_on_chief and pruned_on_chief == pruned_on_workers
+    assert all(records[i]["epoch"] >= 4 and records[i]["score"] is not None for i in pruned_on_chief)
+    # the chief never saw trial.message (not sent over gRPC) but summarises from metrics
+    assert f"{len(pruned_on_chief)} of 5 trials pruned" in chief["summary"]
