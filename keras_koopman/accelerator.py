@@ -61,7 +61,9 @@ class JumpRecord:
     Attributes
     ----------
     epoch : int
-        Index of the epoch at whose end the jump was attempted (0-based, as in ``logs``).
+        Index of the epoch in which the jump was attempted (0-based, as in ``logs``).
+    step : int
+        The optimiser's iteration count when the jump was attempted.
     accepted : bool
         Whether the weights were moved.
     reason : str
@@ -90,6 +92,7 @@ class JumpRecord:
     """
 
     epoch: int
+    step: int
     accepted: bool
     reason: str
     target: str
@@ -114,17 +117,24 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         takes them).  Use a slice of the *training* data (a few hundred to a few thousand
         samples), not the validation set, or the guard selects on the validation loss.
     every : int
-        Attempt a jump every this many epochs (the schedule).
+        Attempt a jump every this many snapshots (the schedule; epochs by default).
     window : int
-        Number of weight snapshots (one per epoch end; the weights before training or just
-        after a jump count as one) fitted by DMD_RRR.  At least 3.  An attempt waits until
-        ``window`` snapshots exist since the start or the last accepted jump.
+        Number of weight snapshots (one per epoch end, or per ``batch_interval`` steps; the
+        weights before training or just after a jump count as one) fitted by DMD_RRR.  At
+        least 3.  An attempt waits until ``window`` snapshots exist since the start or the last
+        accepted jump.
+    batch_interval : int, optional
+        Take a snapshot (and possibly jump) every this many training steps instead of at
+        epoch ends, for training that runs few, long epochs.  ``every``, ``window`` and
+        ``horizon`` then count snapshots.  Adds a batch hook, which turns off Keras's
+        asynchronous step dispatch.
     target : {"forecast", "fixed_point"}
         Jump to the decomposition's forecast ``horizon`` epochs ahead, or to its fixed point:
         modes with ``|λ − 1| <= delta`` kept, modes with ``|λ| < 1`` decayed to zero (the λ ≈ 1
         mode times its amplitude, dmd_rrr.md §6.3).
     horizon : int
-        Epochs ahead for ``target="forecast"`` (ignored for the fixed point).
+        Snapshots (epochs by default) ahead for ``target="forecast"`` (ignored for the fixed
+        point).
     granularity : {"network", "layer"}
         One decomposition of all trainable weights, or one per layer (variables grouped by
         their path, e.g. a kernel with its bias), each with its own constant observable.
@@ -160,7 +170,8 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         is already ≈ 1, so its next steps are up to ``(1 − β₁)/√(1 − β₂)`` (≈ 3.2 for the
         defaults) times the usual size until the moments refill.
     start_epoch : int
-        No attempt before this many epochs have completed.
+        No attempt before this many epochs have completed (with ``batch_interval``: before
+        epoch ``start_epoch`` has begun).
     held_batch_size : int
         Forward-pass batch size for the held loss.
     verbose : int
@@ -176,10 +187,11 @@ class KoopmanAccelerator(keras.callbacks.Callback):
     Notes
     -----
     Logs: at every epoch end the callback writes :data:`LOG_KEYS` into ``logs`` —
-    ``koopman_jump_attempted`` and ``koopman_jump_accepted`` (0/1 for this epoch),
-    ``koopman_jump_loss_ratio`` (held loss after/before of the last try, NaN without an
-    attempt) and ``koopman_jumps_accepted`` (running count).  The ``val_loss`` in the same
-    ``logs`` was measured *before* the jump.
+    ``koopman_jump_attempted`` and ``koopman_jump_accepted`` (number of attempts and of
+    accepted jumps in this epoch: 0 or 1 unless ``batch_interval`` is set),
+    ``koopman_jump_loss_ratio`` (held loss after/before of the epoch's last attempt, NaN
+    without one) and ``koopman_jumps_accepted`` (running count).  With epoch snapshots the
+    ``val_loss`` in the same ``logs`` was measured *before* the jump.
 
     Why the constant observable: one epoch of gradient descent near a minimum is affine,
     ``w ↦ (I − ηH) w + ηb``.  On ``[w; 1]`` it is linear, with eigenvalues ``1 − ηh_j`` and 1; the
@@ -193,7 +205,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
     """
 
     def __init__(self, held_data, *, every: int = 10, window: int = 10,
-                 target: str = "forecast", horizon: int = 10, granularity: str = "network",
+                 batch_interval: int | None = None, target: str = "forecast", horizon: int = 10, granularity: str = "network",
                  pod_rank: int | None = None, max_residual: float = 0.05, delta: float = 0.01,
                  anchored: bool = True, backtrack: int = 2, min_improvement: float = 0.0,
                  optimizer_state: str = "keep", start_epoch: int = 0,
@@ -204,6 +216,11 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self.window = _positive_int(window, "window")
         if self.window < 3:
             raise ValueError(f"window must be at least 3 snapshots (2 pairs and one to check); got {window!r}")
+        self.batch_interval = (None if batch_interval is None
+                               else _positive_int(batch_interval, "batch_interval"))
+        if self.batch_interval is None:
+            # an overridden batch hook would make Keras dispatch every step synchronously
+            self.on_train_batch_end = keras.callbacks.Callback.on_train_batch_end.__get__(self)
         self.target = _choice(target, "target", _TARGETS)
         self.horizon = _positive_int(horizon, "horizon")
         self.granularity = _choice(granularity, "granularity", _GRANULARITIES)
@@ -233,6 +250,14 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self._groups: list[tuple[int, int]] = []
         self._since_attempt = 0
         self._accepted = 0
+        self._epoch = 0
+        self._steps = 0
+        self._epoch_log = self._empty_epoch_log()
+
+    @staticmethod
+    def _empty_epoch_log() -> dict:
+        return {"koopman_jump_attempted": 0.0, "koopman_jump_accepted": 0.0,
+                "koopman_jump_loss_ratio": math.nan}
 
     # ------------------------------------------------------------------ Keras hooks
     def on_train_begin(self, logs=None):
@@ -245,39 +270,59 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self._snapshots.append(self._read_weights())
         self.seconds += time.perf_counter() - start
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = int(epoch)
+        self._epoch_log = self._empty_epoch_log()
+
+    def on_train_batch_end(self, batch, logs=None):  # replaced in __init__ when not used
+        self._steps += 1
+        if self._steps % self.batch_interval == 0:
+            start = time.perf_counter()
+            self._observe(self._epoch >= self.start_epoch)
+            self.seconds += time.perf_counter() - start
+
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
         logs = logs if logs is not None else {}
+        self._epoch = int(epoch)
+        if self.batch_interval is None:
+            self._observe(epoch + 1 >= self.start_epoch)
+        logs.update(self._epoch_log)
+        logs["koopman_jumps_accepted"] = float(self._accepted)
+        self._epoch_log = self._empty_epoch_log()
+        self.seconds += time.perf_counter() - start
+
+    def _observe(self, allowed: bool) -> None:
+        """Record a snapshot; attempt a jump when the schedule says so."""
+        start = time.perf_counter()
         self._since_attempt += 1
         weights = self._read_weights()
         self._snapshots.append(weights)
-        entry = {"koopman_jump_attempted": 0.0, "koopman_jump_accepted": 0.0,
-                 "koopman_jump_loss_ratio": math.nan}
-        if (epoch + 1 >= self.start_epoch and self._since_attempt >= self.every
+        if not (allowed and self._since_attempt >= self.every
                 and len(self._snapshots) >= self.window):
-            self._since_attempt = 0
-            record = self._attempt(epoch, weights, start)
-            self.jumps.append(record)
-            entry["koopman_jump_attempted"] = 1.0
-            entry["koopman_jump_accepted"] = float(record.accepted)
-            if record.loss_before > 0 and np.isfinite(record.loss_after):
-                entry["koopman_jump_loss_ratio"] = record.loss_after / record.loss_before
-            if self.verbose:
-                print(f"KoopmanAccelerator: epoch {epoch + 1}: {record.reason} "
-                      f"(held loss {record.loss_before:.4g} -> {record.loss_after:.4g}, "
-                      f"step {record.step_fraction:g} x {record.step_norm:.3g}, "
-                      f"{record.n_used}/{record.n_modes} modes)")
-        entry["koopman_jumps_accepted"] = float(self._accepted)
-        logs.update(entry)
-        self.seconds += time.perf_counter() - start
+            return
+        self._since_attempt = 0
+        record = self._attempt(self._epoch, weights, start)
+        self.jumps.append(record)
+        self._epoch_log["koopman_jump_attempted"] += 1.0
+        self._epoch_log["koopman_jump_accepted"] += float(record.accepted)
+        if record.loss_before > 0 and np.isfinite(record.loss_after):
+            self._epoch_log["koopman_jump_loss_ratio"] = record.loss_after / record.loss_before
+        if self.verbose:
+            print(f"KoopmanAccelerator: epoch {record.epoch + 1}, step {record.step}: "
+                  f"{record.reason} (held loss {record.loss_before:.4g} -> "
+                  f"{record.loss_after:.4g}, step {record.step_fraction:g} x "
+                  f"{record.step_norm:.3g}, {record.n_used}/{record.n_modes} modes)")
 
     # ------------------------------------------------------------------ the jump
     def _attempt(self, epoch: int, weights: np.ndarray, start: float) -> JumpRecord:
+        iteration = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
         def record(reason, *, accepted=False, loss_before=math.nan, loss_after=math.nan,
                    fraction=0.0, step_norm=math.nan, n_modes=0, n_used=0) -> JumpRecord:
             return JumpRecord(
-                epoch=int(epoch), accepted=accepted, reason=reason, target=self.target,
-                horizon=self.horizon if self.target == "forecast" else None,
+                epoch=int(epoch), step=iteration, accepted=accepted, reason=reason,
+                target=self.target, horizon=self.horizon if self.target == "forecast" else None,
                 loss_before=float(loss_before), loss_after=float(loss_after),
                 step_fraction=float(fraction), step_norm=float(step_norm),
                 weight_norm=float(np.linalg.norm(weights)), n_modes=int(n_modes),
@@ -385,7 +430,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
             hi = min(count, lo + self.held_batch_size)
             xb, yb = (keras.tree.map_structure(lambda a: a[lo:hi], part) for part in (x, y))
             wb = None if sample_weight is None else sample_weight[lo:hi]
-            y_pred = self.model(xb, training=False)
+            y_pred = self.model.predict_on_batch(xb)  # compiled; leaves metrics alone
             loss = self.model.compute_loss(x=xb, y=yb, y_pred=y_pred, sample_weight=wb,
                                            training=False)
             total += float(keras.ops.convert_to_numpy(loss)) * (hi - lo)

@@ -46,6 +46,105 @@ DEFAULT_RECONSTRUCTION = "output"
 
 
 @keras.saving.register_keras_serializable(package="keras_koopman")
+class LinearHeads(keras.layers.Layer):
+    """The auxiliary heads f_ℓ = C_ℓ z_ℓ + b_ℓ of all hidden layers, as one layer.
+
+    All kernels live in one ``(L, U, M)`` variable (U the widest hidden layer; narrower
+    layers' activations are zero-padded), so the heads cost one batched matmul and one
+    optimizer update instead of L of each. Each C_ℓ is initialised Glorot-uniform for its own
+    fan-in, like a ``Dense(M)`` on z_ℓ.
+
+    Parameters
+    ----------
+    num_heads : int
+        L.
+    output_dim : int
+        M.
+    """
+
+    def __init__(self, num_heads: int, output_dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.output_dim = int(output_dim)
+
+    def build(self, input_shapes: Sequence[tuple[int | None, ...]]) -> None:
+        widths = [int(shape[-1]) for shape in input_shapes]
+        if len(widths) != self.num_heads:
+            raise ValueError(
+                f"LinearHeads expects {self.num_heads} hidden outputs; got {len(widths)}."
+            )
+        self.widths = widths
+        # Glorot-uniform limit of each head for its own fan-in; padded rows start at zero.
+        scale = np.zeros((self.num_heads, max(widths), 1))
+        for i, width in enumerate(widths):
+            scale[i, :width] = np.sqrt(6.0 / (width + self.output_dim))
+        uniform = keras.initializers.RandomUniform(-1.0, 1.0)
+
+        def initializer(shape: tuple[int, ...], dtype: Any = None) -> tf.Tensor:
+            return uniform(shape, dtype) * keras.ops.cast(scale, dtype)
+
+        self.kernel = self.add_weight(
+            shape=(self.num_heads, max(widths), self.output_dim),
+            initializer=initializer,
+            name="kernel",
+        )
+        self.bias = self.add_weight(
+            shape=(self.num_heads, self.output_dim), initializer="zeros", name="bias"
+        )
+
+    def call(self, hidden: Sequence[tf.Tensor]) -> tf.Tensor:
+        """``(batch, L, *grid, M)`` heads from the L hidden outputs ``(batch, *grid, U_ℓ)``."""
+        width = max(self.widths)
+        padded = [
+            z if self.widths[i] == width
+            else keras.ops.pad(z, [[0, 0]] * (len(z.shape) - 1) + [[0, width - self.widths[i]]])
+            for i, z in enumerate(hidden)
+        ]
+        stacked = keras.ops.stack(padded, axis=1)  # (batch, L, *grid, U)
+        grid_ones = (1,) * (len(stacked.shape) - 4)
+        kernel = keras.ops.reshape(self.kernel, (self.num_heads, *grid_ones, width, self.output_dim))
+        bias = keras.ops.reshape(self.bias, (self.num_heads, *grid_ones, 1, self.output_dim))
+        return keras.ops.matmul(stacked, kernel) + bias
+
+    def compute_output_shape(self, input_shapes: Sequence[tuple[int | None, ...]]) -> tuple:
+        first = tuple(input_shapes[0])
+        return (first[0], self.num_heads, *first[1:-1], self.output_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(num_heads=self.num_heads, output_dim=self.output_dim)
+        return config
+
+
+class HeadLossMeans(keras.metrics.Metric):
+    """Running (weighted) means of the per-head loss terms, logged as ``head_{ℓ}_loss``."""
+
+    def __init__(self, num_heads: int, name: str = "head_losses", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.num_heads = int(num_heads)
+        self.total = self.add_variable(shape=(self.num_heads,), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, values: tf.Tensor, sample_weight: tf.Tensor | None = None) -> None:
+        """Add a ``(batch, L)`` block of per-sample head terms."""
+        values = keras.ops.cast(values, self.dtype)
+        if sample_weight is None:
+            weights = keras.ops.ones_like(values[:, 0])
+        else:
+            weights = keras.ops.reshape(keras.ops.cast(sample_weight, self.dtype), (-1,))
+        self.total.assign_add(keras.ops.sum(values * weights[:, None], axis=0))
+        self.count.assign_add(keras.ops.sum(weights))
+
+    def result(self) -> dict[str, tf.Tensor]:
+        means = keras.ops.divide_no_nan(self.total, self.count)
+        return {f"head_{i}_loss": means[i] for i in range(self.num_heads)}
+
+    def reset_state(self) -> None:
+        self.total.assign(keras.ops.zeros_like(self.total))
+        self.count.assign(keras.ops.zeros_like(self.count))
+
+
+@keras.saving.register_keras_serializable(package="keras_koopman")
 class SobolevHeadsModel(keras.Model):
     """Stack of hidden layers with a linear head per layer, trained with Sobolev losses.
 
@@ -109,23 +208,23 @@ class SobolevHeadsModel(keras.Model):
                 raise TypeError("hidden_layers must be a non-empty sequence of keras.layers.Layer.")
             self.hidden = layers
         self.depth = len(self.hidden)
-        self.heads = [
-            keras.layers.Dense(self.output_dim, name=f"head_{i}") for i in range(self.depth)
-        ]
+        self.heads = LinearHeads(self.depth, self.output_dim, name="heads")
         self.output_layer = (
             keras.layers.Dense(self.output_dim, name="output")
             if reconstruction == "output"
             else None
         )
-        self.head_trackers = [keras.metrics.Mean(name=f"head_{i}_loss") for i in range(self.depth)]
+        self.head_tracker = HeadLossMeans(self.depth, name="head_losses")
         self.output_tracker = keras.metrics.Mean(name="output_loss")
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         shape = tuple(input_shape)
-        for layer, head in zip(self.hidden, self.heads, strict=True):
+        shapes = []
+        for layer in self.hidden:
             layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
-            head.build(shape)
+            shapes.append(shape)
+        self.heads.build(shapes)
         if self.output_layer is not None:
             self.output_layer.build(shape)
 
@@ -142,14 +241,14 @@ class SobolevHeadsModel(keras.Model):
             ``(batch, L, *grid, M)``: f_ℓ = C_ℓ z_ℓ for ℓ = 0 … L−1.
         """
         z = inputs
-        heads = []
-        for layer, head in zip(self.hidden, self.heads, strict=True):
+        hidden = []
+        for layer in self.hidden:
             z = layer(z, training=training)
-            heads.append(head(z))
-        stacked = keras.ops.stack(heads, axis=1)
+            hidden.append(z)
+        heads = self.heads(hidden)
         if self.output_layer is None:
-            return keras.ops.sum(stacked, axis=1), stacked
-        return self.output_layer(z), stacked
+            return keras.ops.sum(heads, axis=1), heads
+        return self.output_layer(z), heads
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """The reconstruction (see ``reconstruction``)."""
@@ -232,8 +331,7 @@ class SobolevHeadsModel(keras.Model):
         if output is not None:
             per_sample = per_sample + output
             self.output_tracker.update_state(output, sample_weight=sample_weight)
-        for i, tracker in enumerate(self.head_trackers):
-            tracker.update_state(terms[:, i], sample_weight=sample_weight)
+        self.head_tracker.update_state(terms, sample_weight=sample_weight)
         reduce = PerSampleReduction(reduction=loss.reduction, dtype=loss.dtype)
         total = reduce(per_sample, per_sample, sample_weight)
         extra = [tf.cast(value, total.dtype) for value in self.losses]
@@ -241,10 +339,10 @@ class SobolevHeadsModel(keras.Model):
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
-        own = [self.output_tracker, *self.head_trackers]
+        own = (self.output_tracker, self.head_tracker)
         metrics = [m for m in super().metrics if all(m is not t for t in own)]
         if isinstance(self.loss, SobolevLoss1):
-            metrics += self.head_trackers
+            metrics.append(self.head_tracker)
             if self.loss.output_loss is not None:
                 metrics.append(self.output_tracker)
         return metrics

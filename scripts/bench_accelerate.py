@@ -136,7 +136,7 @@ def train(setting: str, seed: int, data, epochs: int, *, accelerator=None, targe
     return clock
 
 
-OPTION_NAMES = ("every", "window", "target", "horizon", "granularity", "pod_rank",
+OPTION_NAMES = ("every", "window", "batch_interval", "target", "horizon", "granularity", "pod_rank",
                 "max_residual", "delta", "anchored", "backtrack", "optimizer_state")
 
 #: one-factor-at-a-time variations of the defaults, run by ``--sweep``
@@ -159,6 +159,10 @@ SWEEP = (
 )
 
 
+#: per-setting options: the CNN runs few epochs (32 steps each), so it snapshots every 4 steps
+SETTING_OPTIONS = {"cnn-sgd": {"batch_interval": 4}, "cnn-adam": {"batch_interval": 4}}
+
+
 def cli_options(args) -> dict:
     options = {k: getattr(args, k) for k in OPTION_NAMES
                if k != "anchored" and getattr(args, k) is not None}
@@ -167,10 +171,11 @@ def cli_options(args) -> dict:
     return options
 
 
-def accelerator_for(args, data, overrides=None) -> KoopmanAccelerator:
+def accelerator_for(args, data, overrides=None, setting=None) -> KoopmanAccelerator:
     (x, y), _ = data
     held = (x[: args.held], y[: args.held])
-    return KoopmanAccelerator(held, **{**cli_options(args), **(overrides or {})})
+    options = {**SETTING_OPTIONS.get(setting, {}), **cli_options(args), **(overrides or {})}
+    return KoopmanAccelerator(held, **options)
 
 
 def summarise(values: np.ndarray) -> str:
@@ -188,7 +193,7 @@ def run_setting(setting: str, args, data, budget: int, configs=({},)) -> list[di
         first = int(np.flatnonzero(val <= target)[0])
         plain_time, plain_cpu, plain_epochs = plain.times[first], plain.cpu[first], first + 1
         for config, result in zip(configs, results):
-            accelerator = accelerator_for(args, data, config)
+            accelerator = accelerator_for(args, data, config, setting)
             cap = int(np.ceil(args.max_factor * budget))
             accel = train(setting, seed, data, cap, accelerator=accelerator, target=target)
             reached = accel.val[-1] <= target
@@ -220,10 +225,11 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=int, help="override every setting's epoch budget")
     parser.add_argument("--max-factor", type=float, default=1.5,
                         help="accelerated runs stop after max_factor x budget epochs")
-    parser.add_argument("--cnn-train", type=int, default=3000)
+    parser.add_argument("--cnn-train", type=int, default=2000)
     parser.add_argument("--held", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
-    for name, kind in (("every", int), ("window", int), ("target", str), ("horizon", int),
+    for name, kind in (("every", int), ("window", int), ("batch-interval", int),
+                       ("target", str), ("horizon", int),
                        ("granularity", str), ("max-residual", float), ("backtrack", int),
                        ("optimizer-state", str), ("pod-rank", int), ("delta", float)):
         parser.add_argument(f"--{name}", type=kind, default=None)

@@ -16,7 +16,7 @@ Strategies, in one run, with the same seeds and the same grid of configurations:
                    optuna_integration.KerasPruningCallback;
 (e) ``threshold``  GridSearch with the simplest baseline: stop when, after W epochs, the loss is
                    still >= f x its first-epoch value (or non-finite);
-and, unless ``--quick``, two ablations of (b): ``spectral-init`` (poor-initialisation rule
+and, with ``--ablations``, two variants of (b): ``spectral-init`` (poor-initialisation rule
 only) and ``forecast`` (forecast rule only).
 
 A configuration is *poor* when its full-budget best val_loss in (a), same seed, exceeds
@@ -94,15 +94,18 @@ class Runs:
         self.rows = []
 
     def add(self, values, history_or_epochs, budget, initial_epoch=0):
+        rule = 0
         if isinstance(history_or_epochs, keras.callbacks.History):
             val = np.asarray(history_or_epochs.history.get("val_loss", [np.nan]), dtype=float)
             epochs = len(history_or_epochs.epoch)
+            rule = int(history_or_epochs.history.get("pruned_rule", [0])[-1])
         else:
             val, epochs = np.asarray(history_or_epochs[1], dtype=float), history_or_epochs[0]
         finite = val[np.isfinite(val)]
         self.rows.append({"config": config_key(values), "epochs": int(epochs),
                           "reached": int(initial_epoch + epochs), "budget": int(budget),
-                          "best": float(finite.min()) if finite.size else float("nan")})
+                          "best": float(finite.min()) if finite.size else float("nan"),
+                          "rule": rule})
 
 
 class GridModel(keras_tuner.HyperModel):
@@ -146,8 +149,9 @@ def keras_tuner_search(kind, args, seed, data, grid, workdir):
     (x, y), (xv, yv) = data
     runs = Runs()
     hypermodel = GridModel(grid, seed, x.shape[1], runs)
+    # NaN trials count as failures; a diverging grid row must not abort the baselines
     common = dict(objective="val_loss", directory=str(workdir), project_name=f"{kind}-{seed}",
-                  overwrite=True)
+                  overwrite=True, max_consecutive_failed_trials=10**6)
     callbacks = []
     if kind == "none":
         tuner = keras_tuner.GridSearch(hypermodel, **common)
@@ -163,12 +167,12 @@ def keras_tuner_search(kind, args, seed, data, grid, workdir):
                                  forecast=kind in ("spectral", "forecast"),
                                  monitor_options={"growth_threshold": args.growth_threshold})
         tuner = SpectralGridSearch(hypermodel, pruning=pruning, **common)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tuner.search(x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=args.batch,
                      verbose=0, callbacks=callbacks)
-    return runs, time.perf_counter() - start
+    return runs, (time.perf_counter() - start, time.process_time() - cpu)
 
 
 def optuna_search(args, seed, data, sequence):
@@ -194,18 +198,18 @@ def optuna_search(args, seed, data, sequence):
         finite = [v for v in seen if np.isfinite(v)]
         return min(finite) if finite else float("nan")
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        study.optimize(objective, n_trials=len(sequence), catch=(ValueError,))
-    return runs, time.perf_counter() - start
+        study.optimize(objective, n_trials=len(sequence))
+    return runs, (time.perf_counter() - start, time.process_time() - cpu)
 
 
 GRID_IN_USE = GRID
 
 
 # ------------------------------------------------------------------------------ analysis
-def summarise(runs: Runs, truth: dict, poor: set, budget: int, seconds: float) -> dict:
+def summarise(runs: Runs, truth: dict, poor: set, budget: int, seconds: tuple) -> dict:
     configs = {}
     for row in runs.rows:
         entry = configs.setdefault(row["config"], {"reached": 0, "best": np.inf})
@@ -216,11 +220,13 @@ def summarise(runs: Runs, truth: dict, poor: set, budget: int, seconds: float) -
     bests = [e["best"] for e in configs.values() if np.isfinite(e["best"])]
     return {
         "trials": len(runs.rows), "configs": len(configs),
-        "epochs": int(sum(r["epochs"] for r in runs.rows)), "seconds": seconds,
+        "epochs": int(sum(r["epochs"] for r in runs.rows)), "seconds": seconds[0],
+        "cpu": seconds[1],
         "best": float(min(bests)) if bests else float("nan"),
         "poor_seen": len(poor & set(configs)), "caught": len(poor & stopped),
         "false": len(stopped - poor), "caught_set": sorted(map(str, poor & stopped)),
         "stop_epochs": {str(c): configs[c]["reached"] for c in stopped},
+        "by_rule": {str(r["config"]): r["rule"] for r in runs.rows if r["rule"]},
     }
 
 
@@ -229,22 +235,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 9-configuration grid")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--epochs", type=int, default=15, help="epoch budget per trial")
+    parser.add_argument("--epochs", type=int, default=12, help="epoch budget per trial")
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--margin", type=float, default=0.1)
     parser.add_argument("--growth-threshold", type=float, default=2.0,
                         help="monitor growth_threshold (>1 turns the growth clause off)")
     parser.add_argument("--threshold-fraction", type=float, default=0.9)
     parser.add_argument("--poor-factor", type=float, default=1.5)
-    parser.add_argument("--train", type=int, default=1000)
-    parser.add_argument("--val", type=int, default=500)
-    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--train", type=int, default=600)
+    parser.add_argument("--val", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=60)
+    parser.add_argument("--ablations", action="store_true",
+                        help="also run the spectral-init and forecast-only variants of (b)")
     parser.add_argument("--json", type=Path, default=None, help="write all records here")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     GRID_IN_USE = QUICK_GRID if args.quick else GRID
     strategies = ["none", "spectral", "hyperband", "median", "threshold"]
-    if not args.quick:
+    if args.ablations:
         strategies += ["spectral-init", "forecast"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = mnist_subset(args.train, args.val)
@@ -276,6 +284,7 @@ def main(argv=None):
         rows = [results[s][kind] for s in seeds]
         totals[kind] = {
             "epochs": sum(r["epochs"] for r in rows), "seconds": sum(r["seconds"] for r in rows),
+            "cpu": sum(r["cpu"] for r in rows),
             "best": float(np.mean([r["best"] / results[s]["none"]["best"]
                                    for r, s in zip(rows, seeds)])),
             "trials": sum(r["trials"] for r in rows), "poor_seen": sum(r["poor_seen"] for r in rows),
@@ -298,17 +307,17 @@ def short(config) -> str:
 
 
 def print_table(title, rows, n_poor, ratio_best=False):
+    """One line per strategy; with ratio_best, rows' "best" already is a ratio to (a)'s."""
     base = rows["none"]
-    print(f"\n{title}")
-    print(f"{'strategy':14s} {'trials':>6s} {'epochs':>7s} {'/ (a)':>6s} {'wall s':>7s} {'/ (a)':>6s} "
-          f"{'best val_loss':>13s} {'/ (a)':>6s} {'poor caught':>11s} {'false prunes':>12s}")
+    print(f"\n{title}; {n_poor} poor configurations")
+    print(f"{'strategy':10s} {'trials':>6s} {'epochs':>7s} {'/ (a)':>6s} {'wall s':>7s} {'cpu s':>7s} "
+          f"{'/ (a)':>6s} {'best val_loss':>13s} {'/ (a)':>6s} {'poor caught':>11s} {'false prunes':>12s}")
     for kind, r in rows.items():
-        best = r["best"] if ratio_best else r["best"]
+        best = "" if ratio_best else f"{r['best']:.4f}"
         best_ratio = r["best"] if ratio_best else r["best"] / base["best"]
-        print(f"{kind:14s} {r['trials']:6d} {r['epochs']:7d} {r['epochs'] / base['epochs']:6.2f} "
-              f"{r['seconds']:7.1f} {r['seconds'] / base['seconds']:6.2f} "
-              f"{'' if ratio_best else f'{best:.4f}':>13s} {best_ratio:6.3f} "
-              f"{r['caught']:>5d}/{r['poor_seen']:<5d} {r['false']:12d}")
+        print(f"{kind:10s} {r['trials']:6d} {r['epochs']:7d} {r['epochs'] / base['epochs']:6.2f} "
+              f"{r['seconds']:7.1f} {r['cpu']:7.1f} {r['cpu'] / base['cpu']:6.2f} "
+              f"{best:>13s} {best_ratio:6.3f} {r['caught']:>5d}/{r['poor_seen']:<5d} {r['false']:12d}")
 
 
 def spectral_vs_threshold(results, seeds):
@@ -321,6 +330,16 @@ def spectral_vs_threshold(results, seeds):
         only_threshold += len(threshold - spectral)
     print(f"\npoor configurations caught by both spectral and threshold: {both}; "
           f"spectral only: {only_spectral}; threshold only: {only_threshold}")
+    rules = {1: 0, 2: 0, 3: 0}
+    poor_rules = {1: 0, 2: 0, 3: 0}
+    for s in seeds:
+        poor = set(results[s]["poor"])
+        for config, rule in results[s]["spectral"]["by_rule"].items():
+            rules[rule] += 1
+            poor_rules[rule] += config in poor
+    print("spectral prunes by rule (poor among them): "
+          f"poor-initialisation {rules[1]} ({poor_rules[1]}), forecast {rules[2]} ({poor_rules[2]}), "
+          f"non-finite {rules[3]} ({poor_rules[3]})")
 
 
 if __name__ == "__main__":

@@ -153,35 +153,37 @@ def load_runs(out: Path, cut: float) -> list[dict]:
     return runs
 
 
-def precompute(runs, deltas, importances):
-    """diag[(delta, min_importance)][observable][run index][epoch] -> dict."""
+def precompute(runs, deltas, importances, epochs):
+    """For each (delta, min_importance, observable): arrays (runs, epochs + 1) of the
+    diagnostics at each analysis epoch (NaN where there was no analysis)."""
     table = {}
     for delta, mi in itertools.product(deltas, importances):
-        per_obs = {"weights": [], "loss": []}
-        for r in runs:
-            for obs in per_obs:
-                per_obs[obs].append({int(a["last_epoch"]): diagnostics(a, delta, mi)
-                                     for a in r["analyses"] if a["observable"] == obs})
-        table[(delta, mi)] = per_obs
+        for obs in ("weights", "loss"):
+            arrays = {k: np.full((len(runs), epochs + 1), np.nan)
+                      for k in ("unit_cluster", "growing", "epochs_to_converge", "spectral_radius")}
+            for i, r in enumerate(runs):
+                for a in r["analyses"]:
+                    if a["observable"] == obs:
+                        for k, v in diagnostics(a, delta, mi).items():
+                            arrays[k][i, int(a["last_epoch"])] = v
+            table[(delta, mi, obs)] = arrays
     return table
 
 
-def rule_fires(run, diag_by_epoch, p) -> bool:
-    """The monitor's rule (KoopmanMonitor.is_poor_initialization), evaluated at every analysis
-    in the check window; ``p`` holds the thresholds; clauses can be disabled with inf."""
-    loss = run["history"]["loss"]
-    budget = run["epochs"]
-    for e in range(p["first"], p["last"] + 1):
-        d = diag_by_epoch.get(e)
-        if d is None:
-            continue
-        if d["unit_cluster"] >= p["stagnation"] and loss[e - 1] >= p["high_loss"] * loss[0]:
-            return True
-        if d["growing"] >= p["growth"]:
-            return True
-        if p["too_slow"] and d["epochs_to_converge"] > budget - e:
-            return True
-    return False
+def rule_flags(table, loss_ratio, budget, p) -> np.ndarray:
+    """The monitor's rule (``KoopmanMonitor.is_poor_initialization``) for every run: fires if at
+    any analysis epoch ``first <= e <= last`` (1) unit_cluster >= stagnation and
+    loss[e] >= high_loss * loss[1], or (2) growing >= growth, or (3) (if ``too_slow``)
+    epochs_to_converge > budget - e.  ``inf`` thresholds disable a clause."""
+    d = table[(p["delta"], p["min_importance"], p["primary"])]
+    e = np.arange(d["unit_cluster"].shape[1])
+    with np.errstate(invalid="ignore"):
+        fire = (d["unit_cluster"] >= p["stagnation"]) & (loss_ratio >= p["high_loss"])
+        fire |= d["growing"] >= p["growth"]
+        if p["too_slow"]:
+            fire |= d["epochs_to_converge"] > budget - e
+    window = (e >= p["first"]) & (e <= p["last"])
+    return fire[:, window].any(axis=1)
 
 
 def baseline_fires(run, W, f) -> bool:
@@ -217,19 +219,20 @@ def analyze(args) -> None:
 
     deltas = (0.01, 0.02, 0.05, 0.1)
     importances = (0.01, 0.05, 0.1, 0.2)
-    table = precompute(runs, deltas, importances)
+    budget = runs[0]["epochs"]
+    table = precompute(runs, deltas, importances, budget)
+    loss = np.array([r["history"]["loss"] for r in runs])
+    loss_ratio = np.hstack([np.full((len(runs), 1), np.nan), loss / loss[:, :1]])  # column e: epoch e
 
     # grid over the rule's thresholds, chosen on the even seeds
     grid = []
     windows = [(a, b) for a in (2, 3, 5) for b in (3, 5, 8, 10) if a <= b]
-    for (delta, mi), primary, (first, last), stag, high, growth, too_slow in itertools.product(
-            table, ("weights", "loss"), windows, (0.5, 0.7, 0.8, 0.9, 0.95, math.inf),
-            (0.5, 0.7, 0.8, 0.9, 0.95), (0.05, 0.1, 0.2, 0.3, 0.5, math.inf), (True, False)):
+    for delta, mi, primary, (first, last), stag, high, growth, too_slow in itertools.product(
+            deltas, importances, ("weights", "loss"), windows, (0.5, 0.7, 0.8, 0.9, 0.95, math.inf),
+            (0.0, 0.5, 0.7, 0.8, 0.9, 0.95), (0.05, 0.1, 0.2, 0.3, 0.5, math.inf), (True, False)):
         p = dict(delta=delta, min_importance=mi, primary=primary, first=first, last=last,
                  stagnation=stag, high_loss=high, growth=growth, too_slow=too_slow)
-        diag = table[(delta, mi)][primary]
-        flags = np.array([rule_fires(r, diag[i], p) for i, r in enumerate(runs)])
-        grid.append((p, flags))
+        grid.append((p, rule_flags(table, loss_ratio, budget, p)))
 
     def pick(candidates, mask):
         best = None
@@ -249,13 +252,10 @@ def analyze(args) -> None:
     default = dict(delta=0.02, min_importance=0.05, first=5, last=20, stagnation=0.9,
                    high_loss=0.9, growth=0.05, too_slow=True)
     for primary in ("weights", "loss"):
-        p = dict(default, primary=primary, last=min(default["last"], runs[0]["epochs"]))
-        diag = table[(p["delta"], p["min_importance"])][primary]
-        flags = np.array([rule_fires(r, diag[i], p) for i, r in enumerate(runs)])
-        report(f"monitor defaults, primary={primary}", p, flags)
-        p2 = dict(p, too_slow=False, last=10)
-        flags = np.array([rule_fires(r, diag[i], p2) for i, r in enumerate(runs)])
-        report(f"  same, window (5,10), too-slow clause off", p2, flags)
+        p = dict(default, primary=primary, last=min(default["last"], budget))
+        report(f"monitor defaults, primary={primary}", p, rule_flags(table, loss_ratio, budget, p))
+        p2 = dict(p, too_slow=False)
+        report("  same, too-slow clause off", p2, rule_flags(table, loss_ratio, budget, p2))
     for primary in ("weights", "loss"):
         cands = [(p, f) for p, f in grid if p["primary"] == primary]
         _, p, flags = pick(cands, train)
@@ -290,9 +290,8 @@ def analyze(args) -> None:
     # early-epoch diagnostics per outcome (what the thresholds act on)
     print("\nmedian diagnostics at epoch 5 (delta 0.02, min_importance 0.05): healthy | poor")
     for obs in ("weights", "loss"):
-        diag = table[(0.02, 0.05)][obs]
         for key in ("unit_cluster", "growing", "epochs_to_converge", "spectral_radius"):
-            vals = np.array([diag[i].get(5, {}).get(key, math.nan) for i in range(len(runs))])
+            vals = table[(0.02, 0.05, obs)][key][:, 5]
             print(f"  {obs:8s} {key:20s} {np.nanmedian(vals[~labels]):10.3g} | "
                   f"{np.nanmedian(vals[labels]):10.3g}")
     ratio5 = np.array([r["history"]["loss"][4] / r["history"]["loss"][0] for r in runs])
@@ -304,21 +303,16 @@ def analyze(args) -> None:
 
 def fixed_point(runs, labels, table) -> None:
     """stop_at_fixed_point vs min val_loss and EarlyStopping(patience 5/10) on healthy runs."""
-    print("\nstop_at_fixed_point on healthy runs (weights observable, delta 0.02, min_importance 0.05)")
+    print("\nstop_at_fixed_point on healthy runs (delta 0.02, min_importance 0.05; analysis every epoch)")
     print("criterion                          stops (of n)  median stop  median |stop - argmin val_loss|  median val_loss excess")
     healthy = [i for i in range(len(runs)) if not labels[i]]
     rows = []
     for obs, thr, warm in itertools.product(("weights", "loss"), (0.5, 0.7, 0.9), (5, 10)):
-        diag = table[(0.02, 0.05)][obs]
+        cluster = table[(0.02, 0.05, obs)]["unit_cluster"]
         stops = []
         for i in healthy:
-            e_stop = None
-            for e in range(warm, runs[i]["epochs"] + 1):
-                d = diag[i].get(e)
-                if d is not None and d["unit_cluster"] >= thr:
-                    e_stop = e
-                    break
-            stops.append(e_stop)
+            hits = [e for e in range(warm, runs[i]["epochs"] + 1) if cluster[i, e] >= thr]
+            stops.append(hits[0] if hits else None)
         rows.append((f"fixed point {obs} thr {thr} warmup {warm}", stops))
     for patience in (5, 10):
         stops = []

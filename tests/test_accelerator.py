@@ -114,6 +114,20 @@ def test_layer_granularity_solves_each_layer():
         assert np.abs(weights - solution).max() / np.abs(solution).max() < 2e-5
 
 
+def test_batch_interval_snapshots_inside_epochs():
+    """Full batch, snapshots every 3 steps: the map is three GD steps, same fixed point."""
+    x, y = regression_data()
+    model = linear_model()
+    accelerator = KoopmanAccelerator((x, y), every=12, window=12, batch_interval=3,
+                                     target="fixed_point", max_residual=1e-3, backtrack=0)
+    history = fit(model, x, y, 36, [accelerator])
+    (record,) = accelerator.jumps
+    assert record.accepted and record.step == 36 and record.epoch == 35
+    assert history.history["koopman_jump_attempted"] == [0.0] * 35 + [1.0]
+    solution = lstsq(x, y)
+    assert np.abs(flat(model) - solution).max() / np.abs(solution).max() < 2e-5
+
+
 def test_jump_that_raises_the_held_loss_is_rolled_back_exactly():
     x, y = regression_data()
     model = linear_model()
@@ -173,7 +187,7 @@ def test_reset_optimizer_slots_zeroes_moments_only():
 
 
 @pytest.mark.parametrize("name, value", [
-    ("every", 0), ("window", 2), ("target", "minimum"), ("horizon", 0),
+    ("every", 0), ("window", 2), ("batch_interval", 0), ("target", "minimum"), ("horizon", 0),
     ("granularity", "neuron"), ("pod_rank", 0), ("max_residual", -1.0), ("delta", 1.0),
     ("backtrack", -1), ("min_improvement", 1.0), ("optimizer_state", "drop"),
     ("start_epoch", -1), ("held_batch_size", 0), ("anchored", "yes"),

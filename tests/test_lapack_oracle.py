@@ -12,6 +12,7 @@ import pytest
 import scipy.linalg as sla
 from scipy.optimize import linear_sum_assignment
 
+from keras_koopman import dmd_rrr
 from keras_koopman.koopman import _lapack
 
 pytestmark = pytest.mark.skipif(not _lapack.available(),
@@ -216,6 +217,14 @@ def test_nrnk_caps_the_rank_and_tol_truncates():
     assert _lapack.dgedmdq(F, tol=0.0).rank > 10  # keeps the rounding-level directions
 
 
+def test_jobr_false_skips_residuals_only():
+    F = case_trajectory_rank10()["X"]
+    with_res = _lapack.dgedmdq(F, tol=1e-10)
+    without = _lapack.dgedmdq(F, tol=1e-10, jobr=False)
+    np.testing.assert_allclose(without.eigenvalues, with_res.eigenvalues, atol=1e-14)
+    assert np.all(np.isnan(without.residuals)) and not np.any(np.isnan(with_res.residuals))
+
+
 def test_bad_input_and_illegal_arguments_raise_naming_them():
     F = case_trajectory_rank10()["X"]
     X, Y = F[:, :-1], F[:, 1:]
@@ -237,17 +246,22 @@ def test_bad_input_and_illegal_arguments_raise_naming_them():
         _lapack.dgedmd(X, Y[:, :-1])
     with pytest.raises(TypeError, match="real"):
         _lapack.dgedmd(X + 0j, Y)
+    inconsistent = X.copy()
+    inconsistent[:, 4] = 0.0                 # zero snapshot whose image is not zero
+    with pytest.warns(RuntimeWarning, match="INFO=4"):
+        _lapack.dgedmd(inconsistent, Y, jobs="C", tol=1e-10)
+
+
+def test_missing_package_is_an_import_error(monkeypatch):
+    """What the module-level skip relies on: no package -> ImportError subclass, not a crash."""
+    monkeypatch.setattr(_lapack.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="scipy-openblas32"):
+        _lapack.library_path()
 
 
 # ---------------------------------------------------------------------------------------------
 # dmd_rrr against the oracle
 # ---------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def dmd_rrr():
-    keras_koopman = pytest.importorskip("keras_koopman")
-    return keras_koopman.dmd_rrr
-
 
 def _compare(ours, oracle, *, eig_tol=TOL, res_tol=TOL):
     assert ours.rank == oracle.rank
@@ -259,7 +273,7 @@ def _compare(ours, oracle, *, eig_tol=TOL, res_tol=TOL):
 
 @pytest.mark.parametrize("refine", [True, False], ids=["refined", "plain"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_dmd_rrr_agrees_with_dgedmd(dmd_rrr, name, refine):
+def test_dmd_rrr_agrees_with_dgedmd(name, refine):
     case = CASES[name]()
     X, Y = _pairs_of(case)
     oracle = _lapack.dgedmd(X, Y, tol=case["tol"])
@@ -270,13 +284,13 @@ def test_dmd_rrr_agrees_with_dgedmd(dmd_rrr, name, refine):
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if n != "pairs_full_rank"])
-def test_dmd_rrr_agrees_with_dgedmdq_on_trajectories(dmd_rrr, name):
+def test_dmd_rrr_agrees_with_dgedmdq_on_trajectories(name):
     case = CASES[name]()
     oracle = _lapack.dgedmdq(case["X"], tol=case["tol"])
     _compare(dmd_rrr(case["X"], tol=case["tol"]), oracle)
 
 
-def test_rank_argument_matches_nrnk(dmd_rrr):
+def test_rank_argument_matches_nrnk():
     """``rank=r`` selects the same r-dimensional POD subspace (same Rayleigh quotient)."""
     F = case_trajectory_rank10()["X"]
     for r in (3, 6):
@@ -284,7 +298,7 @@ def test_rank_argument_matches_nrnk(dmd_rrr):
         _compare(dmd_rrr(F, rank=r, refine=False), oracle, eig_tol=1e-10, res_tol=1e-10)
 
 
-def test_unrefined_residuals_match_and_refinement_never_increases_them(dmd_rrr):
+def test_unrefined_residuals_match_and_refinement_never_increases_them():
     """Noisy pairs: residuals are O(1e-3), a sharp test of the data-driven residual formula."""
     case = case_pairs_full_rank()
     rng = np.random.default_rng(11)

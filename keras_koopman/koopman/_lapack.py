@@ -223,7 +223,7 @@ def dgedmdq(F, *, jobs: str = "S", whtsvd: int = 1, nrnk: int = -1,
     if snapshots > n + 1:
         raise ValueError(f"F: DGEDMDQ needs at most n + 1 snapshots for n rows; got shape {F.shape}")
     m = snapshots - 1
-    if not isinstance(nrnk, bool) and isinstance(nrnk, (int, np.integer)) and nrnk > m:
+    if isinstance(nrnk, (int, np.integer)) and nrnk > m:  # DGEDMDQ would blame argument X
         raise ValueError(f"nrnk must be -1, -2 or in 1..{m} (the number of pairs); got {nrnk}")
     p = min(n, snapshots)
     tol = _default_tol(tol, n)
@@ -256,7 +256,7 @@ def _check_real(array: np.ndarray, name: str) -> None:
 
 def _default_tol(tol, n_rows: int) -> float:
     tol = check_tol(tol)
-    return float(min(n_rows * _EPS, 0.5)) if tol is None else tol
+    return n_rows * _EPS if tol is None else tol
 
 
 def _pairs(reig: np.ndarray, imeig: np.ndarray, z: np.ndarray, res: np.ndarray) -> LapackDMD:
