@@ -161,6 +161,10 @@ class KoopmanAccelerator(keras.callbacks.Callback):
     backtrack : int
         After a rejected jump, retry with half the step, up to this many times (each try costs
         one pass over ``held_data``).
+    backoff : bool
+        After each rejected attempt double the wait before the next one (up to
+        ``8 · every``); an accepted jump resets it to ``every``.  Bounds the cost where jumps
+        do not help.
     min_improvement : float
         Accept only if ``loss_after < (1 − min_improvement) · loss_before``.
     optimizer_state : {"keep", "reset"}
@@ -207,7 +211,8 @@ class KoopmanAccelerator(keras.callbacks.Callback):
     def __init__(self, held_data, *, every: int = 10, window: int = 10,
                  batch_interval: int | None = None, target: str = "forecast", horizon: int = 10, granularity: str = "network",
                  pod_rank: int | None = None, max_residual: float = 0.05, delta: float = 0.01,
-                 anchored: bool = True, backtrack: int = 2, min_improvement: float = 0.0,
+                 anchored: bool = True, backtrack: int = 2, backoff: bool = True,
+                 min_improvement: float = 0.0,
                  optimizer_state: str = "keep", start_epoch: int = 0,
                  held_batch_size: int = 1024, verbose: int = 0) -> None:
         super().__init__()
@@ -233,6 +238,9 @@ class KoopmanAccelerator(keras.callbacks.Callback):
             raise ValueError(f"anchored must be True or False; got {anchored!r}")
         self.anchored = bool(anchored)
         self.backtrack = _nonnegative_int(backtrack, "backtrack")
+        if not isinstance(backoff, (bool, np.bool_)):
+            raise ValueError(f"backoff must be True or False; got {backoff!r}")
+        self.backoff = bool(backoff)
         self.min_improvement = _nonnegative(min_improvement, "min_improvement")
         if not self.min_improvement < 1:
             raise ValueError(f"min_improvement must be in [0, 1); got {min_improvement!r}")
@@ -249,6 +257,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self._snapshots: collections.deque = collections.deque(maxlen=self.window)
         self._groups: list[tuple[int, int]] = []
         self._since_attempt = 0
+        self._interval = self.every
         self._accepted = 0
         self._epoch = 0
         self._steps = 0
@@ -298,12 +307,16 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self._since_attempt += 1
         weights = self._read_weights()
         self._snapshots.append(weights)
-        if not (allowed and self._since_attempt >= self.every
+        if not (allowed and self._since_attempt >= self._interval
                 and len(self._snapshots) >= self.window):
             return
         self._since_attempt = 0
         record = self._attempt(self._epoch, weights, start)
         self.jumps.append(record)
+        if record.accepted or not self.backoff:
+            self._interval = self.every
+        else:
+            self._interval = min(2 * self._interval, 8 * self.every)
         self._epoch_log["koopman_jump_attempted"] += 1.0
         self._epoch_log["koopman_jump_accepted"] += float(record.accepted)
         if record.loss_before > 0 and np.isfinite(record.loss_after):
@@ -368,7 +381,13 @@ class KoopmanAccelerator(keras.callbacks.Callback):
             reset_optimizer_slots(self.model.optimizer)
 
     def _predict_step(self) -> tuple[np.ndarray, int, int]:
-        """The predicted change of the flat weight vector, the pairs computed and used."""
+        """The predicted change of the flat weight vector, the pairs computed and used.
+
+        Each group's window ``F = [x_0 … x_m]`` (``x = [w; 1]``) is factored ``F = Q R`` once;
+        DMD_RRR runs on ``R`` (rows rotated by ``Qᵀ``, which changes neither eigenvalues,
+        residuals nor amplitudes) and only the step is lifted, ``Q c`` — ``O(n m)`` instead of
+        lifting every mode.
+        """
         snapshots = np.stack(self._snapshots, axis=1)  # the weights' own dtype
         dtype = snapshots.dtype
         step = np.zeros(snapshots.shape[0])
@@ -377,14 +396,23 @@ class KoopmanAccelerator(keras.callbacks.Callback):
             data = np.empty((hi - lo + 1, snapshots.shape[1]))  # float64 [w; 1]
             data[:-1] = snapshots[lo:hi]
             data[-1] = 1.0
-            modes = dmd_rrr(data, tol=default_tol(data.shape[0], dtype), rank=self.pod_rank)
-            delta, used = self._group_step(modes, data[:, -1])
+            basis, coords = np.linalg.qr(data)
+            modes = dmd_rrr(coords, tol=default_tol(data.shape[0], dtype), rank=self.pod_rank)
+            change, used = self._change(modes)
             n_modes += len(modes)
             n_used += used
-            step[lo:hi] = delta
+            if not used:
+                continue
+            if self.anchored:
+                step[lo:hi] = (basis @ change)[:-1]
+            else:
+                new = basis @ change
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    step[lo:hi] = new[:-1] / new[-1] - data[:-1, -1]
         return step, n_modes, n_used
 
-    def _group_step(self, modes: KoopmanModes, current: np.ndarray) -> tuple[np.ndarray, int]:
+    def _change(self, modes: KoopmanModes) -> tuple[np.ndarray, int]:
+        """Anchored: the predicted change of the last snapshot; else the new point itself."""
         lam = modes.eigenvalues
         trusted = (modes.residuals <= self.max_residual) & (np.abs(lam) <= 1.0 + self.delta)
         if self.target == "forecast":
@@ -394,19 +422,10 @@ class KoopmanAccelerator(keras.callbacks.Callback):
             unit = np.abs(lam - 1.0) <= self.delta
             use = trusted & (unit | (np.abs(lam) < 1.0))
             final = np.where(unit, lam ** modes.t_end, 0.0)  # λ ≈ 1 frozen, the rest decayed
-        if not use.any():
-            return np.zeros(current.shape[0] - 1), 0
         z, alpha, lam, final = modes.modes[:, use], modes.amplitudes[use], lam[use], final[use]
         if self.anchored:
-            coeffs = alpha * (final - lam ** modes.t_end)
-            new = current + (z @ coeffs).real
-        else:
-            new = (z @ (alpha * final)).real
-            scale = new[-1]
-            if not abs(scale) > 0:
-                return np.full(current.shape[0] - 1, np.nan), int(use.sum())
-            new = new / scale
-        return new[:-1] - current[:-1], int(use.sum())
+            return (z @ (alpha * (final - lam ** modes.t_end))).real, int(use.sum())
+        return (z @ (alpha * final)).real, int(use.sum())
 
     # ------------------------------------------------------------------ weights and loss
     def _read_weights(self) -> np.ndarray:

@@ -47,9 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_koopman._atomic import write_json_atomic
 from keras_koopman.analysis import KoopmanAnalysis, analyze_series, analyze_weights
 from keras_koopman.koopman._diagnostics import DEFAULT_MIN_IMPORTANCE
-from keras_koopman.trajectory import TrainingTrajectory, write_json_atomic
+from keras_koopman.trajectory import TrainingTrajectory
 
 __all__ = [
     "PAPER_EPOCHS",
@@ -225,7 +226,8 @@ def report_analyses(trajectory: TrainingTrajectory, *, loss_counts=None, weight_
     (:func:`scaled_snapshot_counts`); ``n_features`` is as in :func:`analyze_windows`.
     """
     loss_counts = default_counts(trajectory, "loss") if loss_counts is None else loss_counts
-    weight_counts = default_counts(trajectory, "weights") if weight_counts is None else weight_counts
+    if weight_counts is None:
+        weight_counts = default_counts(trajectory, "weights")
     analyses = []
     if loss_counts:
         analyses += analyze_windows(trajectory, "loss", counts=loss_counts, tol=tol)
@@ -263,7 +265,8 @@ def _open_trajectory(path: str) -> tuple[TrainingTrajectory, Path | None]:
         raise UsageError(f"{path}: no such file or folder")
     run_dir = None
     folder = given
-    if not (given / "trajectory.json").is_file() and (given / "trajectory" / "trajectory.json").is_file():
+    nested = given / "trajectory" / "trajectory.json"
+    if not (given / "trajectory.json").is_file() and nested.is_file():
         run_dir, folder = given, given / "trajectory"
     try:
         trajectory = TrainingTrajectory.load(folder)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -30,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle
 
+from keras_koopman._atomic import atomic_write
 from keras_koopman.analysis import KoopmanAnalysis
 from keras_koopman.koopman._validation import check_nonnegative
 
@@ -300,25 +300,14 @@ def _plot_scalars(ax: Axes, scalars: dict, epochs_marked: list[float]) -> None:
     ax.tick_params(labelsize=8)
     ax.grid(True, which="major", color="0.92", lw=0.6)
     if scalars or epochs_marked:
-        ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
+        ax.legend(fontsize=8, loc="best", framealpha=0.9)
     if not scalars:
         ax.text(0.5, 0.5, "no scalars recorded", transform=ax.transAxes, ha="center",
                 va="center", color="0.4")
 
 
 def _save_atomically(figure: Figure, path, dpi: int) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"path {path!r}: folder {folder!r} does not exist; create it first")
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=dpi)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi))
 
 
 def plot_training_report(source, path: str | os.PathLike | None = None, *,

@@ -17,34 +17,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from keras_koopman._atomic import atomic_write, write_json_atomic
 from keras_koopman.analysis import KoopmanAnalysis
 
-__all__ = ["TrainingTrajectory", "TrajectoryStore", "write_json_atomic"]
+__all__ = ["TrainingTrajectory", "TrajectoryStore"]
 
 FORMAT = "keras-koopman-trajectory"
 VERSION = 1
-
-
-def write_json_atomic(path: Path, payload) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class TrajectoryStore:
@@ -144,12 +128,8 @@ class TrajectoryStore:
         if self.path is not None and path.resolve() == self.path.resolve():
             self._write_meta()
             return path
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".weights.bin.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            np.ascontiguousarray(self.weights().T).tofile(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path / "weights.bin")
+        rows = self.weights().T
+        atomic_write(path / "weights.bin", lambda handle: handle.write(np.ascontiguousarray(rows).tobytes()))
         write_json_atomic(path / "trajectory.json", self._meta())
         write_json_atomic(path / "analyses.json", self._analyses)
         return path

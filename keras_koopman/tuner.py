@@ -17,8 +17,8 @@ and stops the trial after a warm-up when
    the important eigenvalues of the weight dynamics sit at 1 while the loss has hardly moved,
    or growing modes carry weight), or training produced NaN/inf; or
 2. **forecast**: the Koopman forecast of the objective (Hankel DMD of its curve, the KMD of the
-   paper's Eq. (2) continued in time) promises nothing within ``margin`` of the best trial that
-   ran its full budget.
+   paper's Eq. (2) continued in time) promises nothing within ``margin`` of the best completed
+   trial.
 
 A pruned trial is *completed*, never failed: raising ``FailedTrialError`` would abort the search
 after three consecutive prunes and hide the trial from the Bayesian oracle.  Its score is what
@@ -411,14 +411,14 @@ class KoopmanPruningMixin:
     """Adds spectral pruning to a keras-tuner ``Tuner``: put it first among the bases.
 
     ``class MyTuner(KoopmanPruningMixin, keras_tuner.RandomSearch)`` (or
-    :func:`with_koopman_pruning`) accepts two more keyword arguments:
+    :func:`with_koopman_pruning`) accepts three more keyword arguments:
 
     Parameters
     ----------
     pruning : KoopmanPruning, optional
         Template of the callback given to every trial's ``fit`` (default ``KoopmanPruning()``);
         its ``objective``, ``direction`` and ``reference`` are replaced by the tuner's objective
-        and the score of the best unpruned completed trial (for Hyperband: with the same
+        and the best score of the completed trials (for Hyperband: with the same
         ``tuner/epochs``).
     pruned_score : {"observed", "forecast"}
         Score reported for a pruned trial.  ``"observed"`` (default): keras-tuner's usual score
@@ -505,14 +505,14 @@ class KoopmanPruningMixin:
                 and t.score is not None and math.isfinite(t.score)]
 
     def _reference(self, budget) -> float | None:
-        """Score of the best completed, unpruned trial (with this Hyperband budget)."""
+        """Best score of the completed trials (for Hyperband: with this ``tuner/epochs``).
+
+        Pruned trials count: their score is a value they really reached (``"observed"``) or
+        one no better than that (``"forecast"``), so it can only make the reference laxer.
+        """
         for trial in self._completed():  # best first
-            record = TrialPruning.from_trial(trial)
-            if record.pruned:
-                continue
-            if budget is not None and trial.hyperparameters.values.get("tuner/epochs") != budget:
-                continue
-            return float(trial.score)
+            if budget is None or trial.hyperparameters.values.get("tuner/epochs") == budget:
+                return float(trial.score)
         return None
 
     def _nonfinite_penalty(self, objective) -> float | None:
@@ -593,5 +593,5 @@ class SpectralGridSearch(KoopmanPruningMixin, keras_tuner.GridSearch):
 
 class SpectralHyperband(KoopmanPruningMixin, keras_tuner.Hyperband):
     """``keras_tuner.Hyperband`` with spectral pruning inside each round: the forecast rule
-    compares with the best unpruned trial of the same ``tuner/epochs``; a pruned trial's
+    compares with the best completed trial of the same ``tuner/epochs``; a pruned trial's
     checkpoint is the best epoch it reached, which is what a promotion would continue."""

@@ -136,27 +136,35 @@ def train(setting: str, seed: int, data, epochs: int, *, accelerator=None, targe
     return clock
 
 
-OPTION_NAMES = ("every", "window", "batch_interval", "target", "horizon", "granularity", "pod_rank",
-                "max_residual", "delta", "anchored", "backtrack", "optimizer_state")
+OPTION_NAMES = ("every", "window", "batch_interval", "target", "horizon", "granularity",
+                "pod_rank", "max_residual", "delta", "anchored", "backtrack", "backoff",
+                "optimizer_state")
 
-#: one-factor-at-a-time variations of the defaults, run by ``--sweep``
-SWEEP = (
-    {},
-    {"target": "fixed_point"},
-    {"horizon": 5},
-    {"horizon": 20},
-    {"horizon": 40},
-    {"every": 5, "window": 5},
-    {"every": 20, "window": 20},
-    {"every": 5, "window": 10},
-    {"granularity": "layer"},
-    {"pod_rank": 3},
-    {"anchored": False},
-    {"backtrack": 0},
-    {"max_residual": 0.01},
-    {"max_residual": 0.2},
-    {"optimizer_state": "reset"},
-)
+#: configurations compared by ``--sweep NAME`` (overrides of the library defaults)
+SWEEPS = {
+    # round 1: one factor at a time around forecast / horizon 10 / every = window = 10
+    "round1": (
+        {}, {"target": "fixed_point"}, {"horizon": 5}, {"horizon": 20}, {"horizon": 40},
+        {"every": 5, "window": 5}, {"every": 20, "window": 20}, {"every": 5, "window": 10},
+        {"granularity": "layer"}, {"pod_rank": 3}, {"anchored": False}, {"backtrack": 0},
+        {"max_residual": 0.01}, {"max_residual": 0.2}, {"optimizer_state": "reset"},
+    ),
+    # round 2: around the fixed-point target that won round 1
+    "round2": (
+        {"target": "fixed_point"},
+        {"target": "fixed_point", "optimizer_state": "reset"},
+        {"target": "fixed_point", "every": 5, "window": 10},
+        {"target": "fixed_point", "granularity": "layer"},
+        {"target": "fixed_point", "max_residual": 0.2},
+        {"target": "forecast", "horizon": 20},
+    ),
+    # the CNN (snapshots every 4 steps)
+    "cnn": (
+        {"target": "forecast", "horizon": 10},
+        {"target": "fixed_point"},
+        {"target": "fixed_point", "optimizer_state": "reset"},
+    ),
+}
 
 
 #: per-setting options: the CNN runs few epochs (32 steps each), so it snapshots every 4 steps
@@ -165,7 +173,9 @@ SETTING_OPTIONS = {"cnn-sgd": {"batch_interval": 4}, "cnn-adam": {"batch_interva
 
 def cli_options(args) -> dict:
     options = {k: getattr(args, k) for k in OPTION_NAMES
-               if k != "anchored" and getattr(args, k) is not None}
+               if k not in ("anchored", "backoff") and getattr(args, k) is not None}
+    if args.no_backoff:
+        options["backoff"] = False
     if args.no_anchor:
         options["anchored"] = False
     return options
@@ -234,8 +244,9 @@ def main(argv=None) -> int:
                        ("optimizer-state", str), ("pod-rank", int), ("delta", float)):
         parser.add_argument(f"--{name}", type=kind, default=None)
     parser.add_argument("--no-anchor", action="store_true")
-    parser.add_argument("--sweep", action="store_true",
-                        help="run the one-factor-at-a-time variations of the defaults (SWEEP)")
+    parser.add_argument("--no-backoff", action="store_true")
+    parser.add_argument("--sweep", choices=sorted(SWEEPS),
+                        help="compare the configurations SWEEPS[name] instead of the defaults")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds = min(args.seeds, 2)
@@ -259,7 +270,7 @@ def main(argv=None) -> int:
             cnn = cnn or cnn_data(args.cnn_train)
             data = cnn
         budget = args.budget or (QUICK_BUDGETS if args.quick else BUDGETS)[setting]
-        results.extend(run_setting(setting, args, data, budget, SWEEP if args.sweep else ({},)))
+        results.extend(run_setting(setting, args, data, budget, SWEEPS[args.sweep] if args.sweep else ({},)))
 
     print()
     print("| setting | config | B | plain s/epoch | wall-clock ratio median [min-max] mean±std "

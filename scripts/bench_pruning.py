@@ -31,7 +31,6 @@ a false prune.  Prints a table per seed and the totals; ``--json`` writes all re
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shutil
@@ -58,7 +57,7 @@ from optuna_integration import KerasPruningCallback  # noqa: E402
 
 from keras_koopman import KoopmanPruning, SpectralGridSearch, load_mnist  # noqa: E402
 
-GRID = {"scale": [0.01, 1.0, 10.0], "lr": [1e-3, 0.03, 0.3, 3.0], "depth": [1, 3]}
+GRID = {"scale": [0.01, 1.0, 10.0], "lr": [1e-3, 0.1, 3.0], "depth": [1, 3]}
 QUICK_GRID = {"scale": [0.01, 1.0, 10.0], "lr": [1e-3, 0.1, 3.0], "depth": [3]}
 WIDTH = 32
 
@@ -209,7 +208,7 @@ GRID_IN_USE = GRID
 
 
 # ------------------------------------------------------------------------------ analysis
-def summarise(runs: Runs, truth: dict, poor: set, budget: int, seconds: tuple) -> dict:
+def summarise(runs: Runs, poor: set, budget: int, seconds: tuple) -> dict:
     configs = {}
     for row in runs.rows:
         entry = configs.setdefault(row["config"], {"reached": 0, "best": np.inf})
@@ -265,7 +264,7 @@ def main(argv=None):
             best = min(v for v in truth.values() if np.isfinite(v))
             poor = {c for c, v in truth.items() if not np.isfinite(v) or v > args.poor_factor * best}
             sequence = [dict(r["config"]) for r in runs.rows]
-            results[seed] = {"none": summarise(runs, truth, poor, args.epochs, seconds),
+            results[seed] = {"none": summarise(runs, poor, args.epochs, seconds),
                              "truth": {str(c): v for c, v in truth.items()},
                              "poor": sorted(map(str, poor))}
             for kind in strategies[1:]:
@@ -273,7 +272,7 @@ def main(argv=None):
                     runs, seconds = optuna_search(args, seed, data, sequence)
                 else:
                     runs, seconds = keras_tuner_search(kind, args, seed, data, GRID_IN_USE, workdir)
-                results[seed][kind] = summarise(runs, truth, poor, args.epochs, seconds)
+                results[seed][kind] = summarise(runs, poor, args.epochs, seconds)
             print_table(f"seed {seed}", {k: results[seed][k] for k in strategies}, len(poor))
             print(f"  poor configurations ({len(poor)}/{len(truth)}): "
                   + ", ".join(short(c) for c in sorted(poor)), flush=True)
@@ -301,8 +300,8 @@ def main(argv=None):
         os.replace(tmp, args.json)
 
 
-def short(config) -> str:
-    c = dict(config) if not isinstance(config, str) else dict(eval(config))  # noqa: S307 (own repr)
+def short(config: tuple) -> str:
+    c = dict(config)
     return f"s{c['scale']:g}/lr{c['lr']:g}/d{c['depth']}"
 
 

@@ -217,8 +217,8 @@ def analyze(args) -> None:
         print(f"{fam:9s} {len(rs):5d} {sum(r['poor'] for r in rs):5d}  "
               f"{np.median(acc):.3f} [{acc.min():.3f}, {acc.max():.3f}]        {l0:.3g} -> {l1:.3g}")
 
-    deltas = (0.01, 0.02, 0.05, 0.1)
-    importances = (0.01, 0.05, 0.1, 0.2)
+    deltas = (0.01, 0.02, 0.05)
+    importances = (0.01, 0.05, 0.1)
     budget = runs[0]["epochs"]
     table = precompute(runs, deltas, importances, budget)
     loss = np.array([r["history"]["loss"] for r in runs])

@@ -148,6 +148,20 @@ def test_jump_that_raises_the_held_loss_is_rolled_back_exactly():
     assert history.history["koopman_jump_loss_ratio"][-1] > 1.0
 
 
+@pytest.mark.parametrize("backoff, expected", [(True, [6, 10, 18]),
+                                               (False, [6, 8, 10, 12, 14, 16, 18])])
+def test_backoff_doubles_the_wait_after_rejections(backoff, expected):
+    x, y = regression_data()
+    model = linear_model()
+    held = (x, keras.ops.convert_to_numpy(model(x)))  # every jump is rejected (see above)
+    # first attempt after 7 epochs (8 snapshots), then every 2 epochs, or 4, 8 with back-off
+    accelerator = KoopmanAccelerator(held, every=2, window=8, target="fixed_point",
+                                     max_residual=1e-3, backtrack=0, backoff=backoff)
+    fit(model, x, y, 20, [accelerator])
+    assert [j.epoch for j in accelerator.jumps] == expected
+    assert not any(j.accepted for j in accelerator.jumps)
+
+
 def test_logs_every_epoch_follow_the_schedule():
     x, y = regression_data()
     model = linear_model()
@@ -190,7 +204,7 @@ def test_reset_optimizer_slots_zeroes_moments_only():
     ("every", 0), ("window", 2), ("batch_interval", 0), ("target", "minimum"), ("horizon", 0),
     ("granularity", "neuron"), ("pod_rank", 0), ("max_residual", -1.0), ("delta", 1.0),
     ("backtrack", -1), ("min_improvement", 1.0), ("optimizer_state", "drop"),
-    ("start_epoch", -1), ("held_batch_size", 0), ("anchored", "yes"),
+    ("start_epoch", -1), ("held_batch_size", 0), ("anchored", "yes"), ("backoff", 1),
 ])
 def test_bad_arguments_name_the_parameter(name, value):
     x, y = regression_data()

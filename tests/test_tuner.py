@@ -108,6 +108,14 @@ def test_forecast_rule_prunes_only_against_a_better_reference():
     assert np.all(np.isnan(forecasts[:2])) and np.all(np.isfinite(forecasts[3:-1]))
 
 
+def test_divergence_is_pruned_at_once_even_before_the_warmup():
+    callback = KoopmanPruning(warmup=6)
+    history = fit(1e4, callback)  # the loss overflows within a few epochs
+    assert callback.rule is PruningRule.NONFINITE
+    assert callback.pruned_epoch == len(history.epoch) < 6
+    assert "non-finite" in callback.reason
+
+
 def test_restart_reinitialises_before_pruning():
     callback = KoopmanPruning(warmup=4, restarts=1, restart_seed=7)
     history = fit(1e-5, callback, epochs=12)
