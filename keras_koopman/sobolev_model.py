@@ -221,7 +221,8 @@ class SobolevHeadsModel(keras.Model):
         shape = tuple(input_shape)
         shapes = []
         for layer in self.hidden:
-            layer.build(shape)
+            if not layer.built:  # wrapped or deserialised layers may come built
+                layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
             shapes.append(shape)
         self.heads.build(shapes)

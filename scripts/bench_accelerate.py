@@ -1,37 +1,45 @@
 """Benchmark: ``KoopmanAccelerator`` (Koopman weight extrapolation) against plain training.
 
-For each setting and seed, in the same process and interleaved (plain, then accelerated):
+For each setting and seed, in one process and interleaved:
 
 1. **Plain** training for a fixed budget of ``B`` epochs.  The seed's *target* is the best
    validation loss plain training reaches within the budget; plain's cost is the wall-clock
-   time (from the start of ``fit``) and the number of epochs at which it first reaches it.
-2. **Accelerated** training from the same initial weights and the same data order
-   (``keras.utils.set_random_seed(seed)`` before each run), with ``KoopmanAccelerator`` in the
+   (and process CPU) time from the start of ``fit`` and the number of epochs at which it first
+   reaches it.
+2. **A/A control**: plain training again, stopped at the target.  It repeats run 1 exactly
+   (same seed, same data order), so its time ratio to run 1 is pure timing noise of the
+   (shared) machine; it is reported next to the accelerated ratios.
+3. **Accelerated** training from the same initial weights and data order
+   (``keras.utils.set_random_seed(seed)`` before every run), with ``KoopmanAccelerator`` in the
    callbacks, stopped as soon as ``val_loss <= target``, for at most ``max_factor · B`` epochs.
-   Its time includes everything the callback does (weight copies, DMD_RRR, held-loss passes).
+   Its time includes everything the callback does (weight copies, DMD_RRR, guard passes).
 
-The ratio accelerated/plain of time-to-target and of epochs-to-target is reported per setting
-as median [min–max] and mean ± std over seeds; a run that never reaches the target within the
-cap counts as ``cap time / plain time`` and is flagged.
+The ratios accelerated/plain of time-to-target and of epochs-to-target are reported per
+setting as median [min–max] and mean ± std over seeds; a run that never reaches the target
+within the cap counts as ``cap / plain`` and is flagged.  Epoch ratios are exact (training is
+deterministic); time ratios carry the machine's noise, shown by the A/A column.
 
 Settings:
 
 * ``mlp-sgd``, ``mlp-adam``: an MLP (8 → 64 → 64 → 1, tanh) regressing a random teacher
   network plus noise (4,096 train / 1,024 validation samples, batch 128); SGD lr 0.05 or Adam
-  lr 1e-3; MSE.
+  lr 1e-3; MSE.  Snapshots once per epoch.
 * ``cnn-sgd``, ``cnn-adam``: the paper's CNN (:func:`keras_koopman.paper_cnn`, Xavier init) on
   an MNIST subset (``--cnn-train`` training images, 1,000 test images for validation, batch
-  64); SGD lr 0.05 or Adam lr 1e-3 (the paper's); cross-entropy.
+  64); SGD lr 0.05 or Adam lr 1e-3 (the paper's); cross-entropy.  Snapshots every 4 steps
+  (``batch_interval=4``), since these runs last only a few epochs.
 
-The accelerator's guard uses a slice of the training data (``--held`` samples), never the
-validation set.  Its options default to the library defaults and can be overridden on the
-command line (for the sweeps in ``docs/accelerator.md``).
+The guard (``held_data``) is ``--held`` extra samples that are neither trained on nor part of
+the validation set (``--guard train`` uses a slice of the training data instead, as the first
+sweeps did).  The accelerator's options default to the library defaults and can be overridden
+on the command line; ``--sweep NAME`` compares the configurations of ``SWEEPS[NAME]``
+(docs/accelerator.md).
 
 Usage::
 
     python scripts/bench_accelerate.py                # 4 settings x 5 seeds (~20 min on 2 cores)
     python scripts/bench_accelerate.py --quick        # smoke run (2 seeds, short budgets)
-    python scripts/bench_accelerate.py --settings mlp-sgd --seeds 3 --target fixed_point
+    python scripts/bench_accelerate.py --settings mlp-sgd mlp-adam --seeds 3 --sweep round2 --guard train
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ import numpy as np  # noqa: E402
 from keras_koopman.accelerator import KoopmanAccelerator  # noqa: E402
 
 SETTINGS = ("mlp-sgd", "mlp-adam", "cnn-sgd", "cnn-adam")
-BUDGETS = {"mlp-sgd": 60, "mlp-adam": 60, "cnn-sgd": 12, "cnn-adam": 12}
+BUDGETS = {"mlp-sgd": 60, "mlp-adam": 60, "cnn-sgd": 8, "cnn-adam": 8}
 QUICK_BUDGETS = {"mlp-sgd": 20, "mlp-adam": 20, "cnn-sgd": 4, "cnn-adam": 4}
 
 
@@ -59,16 +67,22 @@ QUICK_BUDGETS = {"mlp-sgd": 20, "mlp-adam": 20, "cnn-sgd": 4, "cnn-adam": 4}
 # Problems
 # ---------------------------------------------------------------------------------------------
 
-def mlp_data(seed: int = 1234):
-    """Teacher–student regression: y = teacher(x) + 0.05·noise, x ~ N(0, I_8)."""
+def mlp_data(n_guard: int, seed: int = 1234):
+    """Teacher–student regression, y = teacher(x) + 0.05·noise, x ~ N(0, I_8).
+
+    Returns ``(train, validation, guard)``; the guard samples are drawn like the others and
+    used neither for training nor for the validation loss.
+    """
     rng = np.random.default_rng(seed)
     n_train, n_val, d, hidden = 4096, 1024, 8, 32
     W1 = rng.normal(size=(d, hidden)) / np.sqrt(d)
     W2 = rng.normal(size=(hidden, 1)) / np.sqrt(hidden)
-    x = rng.normal(size=(n_train + n_val, d))
-    y = np.tanh(x @ W1 + 0.1) @ W2 + 0.05 * rng.normal(size=(n_train + n_val, 1))
+    total = n_train + n_val + n_guard
+    x = rng.normal(size=(total, d))
+    y = np.tanh(x @ W1 + 0.1) @ W2 + 0.05 * rng.normal(size=(total, 1))
     x, y = x.astype("float32"), y.astype("float32")
-    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+    cut = n_train + n_val
+    return (x[:n_train], y[:n_train]), (x[n_train:cut], y[n_train:cut]), (x[cut:], y[cut:])
 
 
 def mlp_model(optimizer: str, seed: int) -> keras.Model:
@@ -84,11 +98,13 @@ def mlp_model(optimizer: str, seed: int) -> keras.Model:
     return model
 
 
-def cnn_data(n_train: int):
+def cnn_data(n_train: int, n_guard: int):
+    """MNIST: the first ``n_train`` training images, 1,000 test images for validation, and
+    the next ``n_guard`` training images (not trained on) for the guard."""
     from keras_koopman.datasets import load_mnist
-    x, y = load_mnist("train", as_numpy=True, subset=n_train)
+    x, y = load_mnist("train", as_numpy=True, subset=n_train + n_guard)
     xv, yv = load_mnist("test", as_numpy=True, subset=1000)
-    return (x, y), (xv, yv)
+    return (x[:n_train], y[:n_train]), (xv, yv), (x[n_train:], y[n_train:])
 
 
 def cnn_model(optimizer: str, seed: int) -> keras.Model:
@@ -125,7 +141,7 @@ class Clock(keras.callbacks.Callback):
 
 def train(setting: str, seed: int, data, epochs: int, *, accelerator=None, target=None):
     family, optimizer = setting.split("-")
-    (x, y), (xv, yv) = data
+    (x, y), (xv, yv), _ = data
     keras.utils.set_random_seed(seed)
     model = (mlp_model if family == "mlp" else cnn_model)(optimizer, seed)
     clock = Clock(target)
@@ -140,30 +156,34 @@ OPTION_NAMES = ("every", "window", "batch_interval", "target", "horizon", "granu
                 "pod_rank", "max_residual", "delta", "anchored", "backtrack", "backoff",
                 "optimizer_state")
 
-#: configurations compared by ``--sweep NAME`` (overrides of the library defaults)
+#: configurations compared by ``--sweep NAME``.  Each is complete relative to the defaults of
+#: the version that ran it (rounds 1 and 2 ran before back-off and ``min_improvement`` existed,
+#: and with ``--guard train``), so the rows in docs/accelerator.md can be rerun as they were.
+_ROUND1 = {"target": "forecast", "horizon": 10, "backoff": False, "min_improvement": 0.0}
+_ROUND2 = {"min_improvement": 0.0}
 SWEEPS = {
     # round 1: one factor at a time around forecast / horizon 10 / every = window = 10
-    "round1": (
+    "round1": tuple({**_ROUND1, **c} for c in (
         {}, {"target": "fixed_point"}, {"horizon": 5}, {"horizon": 20}, {"horizon": 40},
         {"every": 5, "window": 5}, {"every": 20, "window": 20}, {"every": 5, "window": 10},
         {"granularity": "layer"}, {"pod_rank": 3}, {"anchored": False}, {"backtrack": 0},
         {"max_residual": 0.01}, {"max_residual": 0.2}, {"optimizer_state": "reset"},
-    ),
+    )),
     # round 2: around the fixed-point target that won round 1
-    "round2": (
+    "round2": tuple({**_ROUND2, **c} for c in (
         {"target": "fixed_point"},
         {"target": "fixed_point", "optimizer_state": "reset"},
         {"target": "fixed_point", "every": 5, "window": 10},
         {"target": "fixed_point", "granularity": "layer"},
         {"target": "fixed_point", "max_residual": 0.2},
         {"target": "forecast", "horizon": 20},
-    ),
+    )),
     # the CNN (snapshots every 4 steps)
-    "cnn": (
+    "cnn": tuple({**_ROUND2, **c} for c in (
         {"target": "forecast", "horizon": 10},
         {"target": "fixed_point"},
         {"target": "fixed_point", "optimizer_state": "reset"},
-    ),
+    )),
 }
 
 
@@ -182,8 +202,8 @@ def cli_options(args) -> dict:
 
 
 def accelerator_for(args, data, overrides=None, setting=None) -> KoopmanAccelerator:
-    (x, y), _ = data
-    held = (x[: args.held], y[: args.held])
+    (x, y), _, guard = data
+    held = guard if args.guard == "heldout" else (x[: args.held], y[: args.held])
     options = {**SETTING_OPTIONS.get(setting, {}), **cli_options(args), **(overrides or {})}
     return KoopmanAccelerator(held, **options)
 
@@ -202,6 +222,9 @@ def run_setting(setting: str, args, data, budget: int, configs=({},)) -> list[di
         target = float(val.min())
         first = int(np.flatnonzero(val <= target)[0])
         plain_time, plain_cpu, plain_epochs = plain.times[first], plain.cpu[first], first + 1
+        # A/A control: plain training again, stopped at the target, to show the timing noise
+        rerun = train(setting, seed, data, budget, target=target)
+        control = rerun.times[-1] / plain_time, rerun.cpu[-1] / plain_cpu
         for config, result in zip(configs, results):
             accelerator = accelerator_for(args, data, config, setting)
             cap = int(np.ceil(args.max_factor * budget))
@@ -214,7 +237,8 @@ def run_setting(setting: str, args, data, budget: int, configs=({},)) -> list[di
                        cpu_ratio=accel.cpu[-1] / plain_cpu,
                        epoch_ratio=len(accel.val) / plain_epochs,
                        attempted=len(jumps), accepted=sum(j.accepted for j in jumps),
-                       cost=accelerator.seconds,
+                       cost=accelerator.seconds, control_time=control[0],
+                       control_cpu=control[1],
                        per_epoch_plain=plain.times[-1] / len(plain.times))
             result["rows"].append(row)
             print(f"  {setting} {config or 'defaults'} seed {seed}: target {target:.4g}; plain "
@@ -222,7 +246,11 @@ def run_setting(setting: str, args, data, budget: int, configs=({},)) -> list[di
                   f"{row['accel_time']:.1f}s ({'reached' if reached else 'NOT reached'}); "
                   f"jumps {row['accepted']}/{row['attempted']} accepted; callback "
                   f"{row['cost']:.2f}s -> time {row['time_ratio']:.2f}, cpu "
-                  f"{row['cpu_ratio']:.2f}, epochs {row['epoch_ratio']:.2f}", flush=True)
+                  f"{row['cpu_ratio']:.2f}, epochs {row['epoch_ratio']:.2f} (plain rerun: time "
+                  f"{control[0]:.2f}, cpu {control[1]:.2f}); guard loss "
+                  f"after/before of accepted jumps "
+                  f"{[round(j.loss_after / j.loss_before, 3) for j in jumps if j.accepted]}",
+                  flush=True)
     return results
 
 
@@ -236,7 +264,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-factor", type=float, default=1.5,
                         help="accelerated runs stop after max_factor x budget epochs")
     parser.add_argument("--cnn-train", type=int, default=2000)
-    parser.add_argument("--held", type=int, default=512)
+    parser.add_argument("--held", type=int, default=512, help="guard samples")
+    parser.add_argument("--guard", choices=("heldout", "train"), default="heldout",
+                        help="guard data: samples held out from training, or a training slice")
     parser.add_argument("--threads", type=int, default=2)
     for name, kind in (("every", int), ("window", int), ("batch-interval", int),
                        ("target", str), ("horizon", int),
@@ -264,19 +294,21 @@ def main(argv=None) -> int:
     mlp = cnn = None
     for setting in args.settings:
         if setting.startswith("mlp"):
-            mlp = mlp or mlp_data()
+            mlp = mlp or mlp_data(args.held)
             data = mlp
         else:
-            cnn = cnn or cnn_data(args.cnn_train)
+            cnn = cnn or cnn_data(args.cnn_train, args.held)
             data = cnn
         budget = args.budget or (QUICK_BUDGETS if args.quick else BUDGETS)[setting]
-        results.extend(run_setting(setting, args, data, budget, SWEEPS[args.sweep] if args.sweep else ({},)))
+        configs = SWEEPS[args.sweep] if args.sweep else ({},)
+        results.extend(run_setting(setting, args, data, budget, configs))
 
     print()
     print("| setting | config | B | plain s/epoch | wall-clock ratio median [min-max] mean±std "
           "| CPU-time ratio median [min-max] | epoch ratio median [min-max] mean±std | reached "
-          "| jumps accepted/attempted | callback share |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| jumps accepted/attempted | callback share | A/A control: plain rerun wall-clock "
+          "[min-max], CPU [min-max] |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         rows = result["rows"]
         t = np.array([r["time_ratio"] for r in rows])
@@ -286,17 +318,25 @@ def main(argv=None) -> int:
         config = ", ".join(f"{k}={v}" for k, v in result["config"].items()) or "defaults"
         print(f"| {result['setting']} | {config} | {result['budget']} "
               f"| {np.mean([r['per_epoch_plain'] for r in rows]):.2f} | {summarise(t)} "
-              f"| {np.median(c):.2f} [{c.min():.2f}-{c.max():.2f}] "
+              f"| {_spread(c)} "
               f"| {summarise(e)} | {sum(r['reached'] for r in rows)}/{len(rows)} "
               f"| {sum(r['accepted'] for r in rows)}/{sum(r['attempted'] for r in rows)} "
-              f"| {100 * np.median(share):.1f}% |")
+              f"| {100 * np.median(share):.1f}% | {_spread([r['control_time'] for r in rows])}, "
+              f"{_spread([r['control_cpu'] for r in rows])} |")
     print(f"\n# total {time.perf_counter() - started:.0f} s")
     return 0
 
 
+def _spread(values) -> str:
+    values = np.asarray(values)
+    return f"{np.median(values):.2f} [{values.min():.2f}-{values.max():.2f}]"
+
+
 def _options(args) -> str:
-    acc = accelerator_for(args, ((np.zeros((1, 1)), np.zeros((1, 1))), None))
-    return ", ".join(f"{n}={getattr(acc, n)!r}" for n in OPTION_NAMES) + f", held={args.held}"
+    dummy = (np.zeros((1, 1)), np.zeros((1, 1)))
+    acc = accelerator_for(args, (dummy, dummy, dummy))
+    return (", ".join(f"{n}={getattr(acc, n)!r}" for n in OPTION_NAMES)
+            + f"; guard: {args.held} samples, {args.guard}")
 
 
 if __name__ == "__main__":

@@ -91,8 +91,6 @@ def _persistent(monitor):
 
 # ---------------------------------------------------------------------- overhead
 def overhead(args) -> None:
-    import keras
-
     from keras_koopman import KoopmanMonitor, analyze_weights, load_mnist, paper_cnn
 
     _header("overhead")

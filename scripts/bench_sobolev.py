@@ -71,19 +71,20 @@ def data(grid: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
 def bench(grid: int, batch: int, jit: bool, steps: int, rounds: int) -> dict[str, dict[str, float]]:
     """Per-step wall and CPU seconds (median and min over rounds) of every method."""
     x, y = data(grid, batch)
-    models = {m: build(m, jit, steps) for m in METHODS}
-    for model in models.values():
-        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
 
     def dataset() -> tf.data.Dataset:
         return tf.data.Dataset.from_tensors((x, y)).repeat(steps)
+
+    models = {m: build(m, jit, steps) for m in METHODS}
+    for model in models.values():
+        model.fit(dataset(), epochs=1, verbose=0, shuffle=False)  # trace (and compile) once
 
     wall: dict[str, list[float]] = {m: [] for m in METHODS}
     cpu: dict[str, list[float]] = {m: [] for m in METHODS}
     for _ in range(rounds):
         for method, model in models.items():
             w, c = time.perf_counter(), time.process_time()
-            model.fit(dataset(), epochs=1, verbose=0)
+            model.fit(dataset(), epochs=1, verbose=0, shuffle=False)
             wall[method].append((time.perf_counter() - w) / steps)
             cpu[method].append((time.process_time() - c) / steps)
     return {
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.steps, args.rounds, args.batches, args.jit = 20, 2, "1", "0"
     warnings.filterwarnings("ignore", message="Gradients do not exist")
+    tf.get_logger().setLevel("ERROR")
     print(f"# bench_sobolev {datetime.date.today()} | TF {tf.__version__}, Keras {keras.__version__}, "
           f"Python {platform.python_version()} | {os.cpu_count()} CPUs, "
           f"load average at start {os.getloadavg()[0]:.1f} | grid {args.grid}, "

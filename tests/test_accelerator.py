@@ -166,7 +166,7 @@ def test_logs_every_epoch_follow_the_schedule():
     x, y = regression_data()
     model = linear_model()
     accelerator = KoopmanAccelerator((x, y), every=3, window=3, target="fixed_point",
-                                     max_residual=1.0)
+                                     max_residual=1.0, backoff=False)
     history = fit(model, x, y, 7, [accelerator])
     for key in LOG_KEYS:
         assert len(history.history[key]) == 7, key

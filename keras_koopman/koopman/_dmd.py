@@ -17,6 +17,7 @@ works on ``p×m`` matrices — the approach of LAPACK's ``xGEDMDQ``.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ from keras_koopman.koopman._validation import (
 __all__ = ["KoopmanModes", "dmd_rrr", "default_tol"]
 
 _EPS = np.finfo(np.float64).eps
+_DENSE_REFINE_MAX = 8  # refine up to this many pairs by dense QR, more through a Schur form
 
 
 @dataclass(frozen=True, eq=False)
@@ -272,17 +274,21 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
     else:
         Xc, Yc, Fc, t_end = R[:, :m], R[:, m:], R[:, :m], m
 
-    core = _rayleigh_ritz(Xc, Yc, tol=tol, rank=rank, scale=scale, real=real)
-    G = core.Uk.conj().T @ Fc
-    W, eigenvalues, residuals = core.W, core.eigenvalues, core.residuals
-    amplitudes = _amplitudes(G, W, eigenvalues, real, core.pair_first)
-    if refine is not False:
-        chosen = np.ones(len(eigenvalues), dtype=bool)
-        if refine is not True:  # only pairs important before refinement
-            magnitude = np.abs(amplitudes)
-            chosen = magnitude >= refine * magnitude.max()
-        eigenvalues, W, residuals = _refine(core, chosen, real)
-        amplitudes = _amplitudes(G, W, eigenvalues, real, core.pair_first)
+    # The small-matrix work runs on one thread: multithreaded OpenBLAS on p×p problems gains
+    # little and, on a busy machine, spinning threads made ``eig`` 10-50x slower (measured).
+    with threadpool_limits(limits=1):
+        core = _rayleigh_ritz(Xc, Yc, tol=tol, rank=rank, scale=scale, real=real)
+        G = core.Uk.conj().T @ Fc
+        W, eigenvalues, residuals = core.W, core.eigenvalues, core.residuals
+        if refine is False:
+            amplitudes = _amplitudes(G, W, eigenvalues, real, core.pair_first)
+        else:
+            chosen = np.ones(len(eigenvalues), dtype=bool)
+            if refine is not True:  # only pairs important before refinement
+                magnitude = np.abs(_amplitudes(G, W, eigenvalues, real, core.pair_first))
+                chosen = magnitude >= refine * magnitude.max()
+            eigenvalues, W, residuals = _refine(core, chosen, real)
+            amplitudes = _amplitudes(G, W, eigenvalues, real, core.pair_first)
     modes = _lift(Q, core.Uk @ W, real, core.pair_first)
 
     magnitude = np.abs(amplitudes)
@@ -319,7 +325,9 @@ class _Basis:
         out = np.zeros((n, C.shape[1]), dtype=self.reflectors.dtype, order="F")
         out[: C.shape[0]] = C
         routine = sla.lapack.dormqr if out.dtype == np.float64 else sla.lapack.zunmqr
-        lwork = max(1, 64 * C.shape[1])
+        # workspace query: too small a workspace silently selects the unblocked (3x slower) path
+        _, work, _ = routine("L", "N", self.reflectors, self.tau, out, -1)
+        lwork = int(work[0].real)
         result, _, info = routine("L", "N", self.reflectors, self.tau, out, lwork, overwrite_c=1)
         if info != 0:
             raise RuntimeError(f"LAPACK ormqr failed with info={info}")
@@ -401,58 +409,71 @@ def _refine(core: _Core, chosen: np.ndarray, real: bool):
     """Refined Ritz vectors and Rayleigh quotients (DMD_RRR steps 9–14).
 
     For each λ the refined vector is the right singular vector of ``σ_min`` of
-    ``M(λ) = [S − λI; R₂₂]``.  With the complex Schur form ``S = Q_s T Q_sᴴ`` and
-    ``R₂₂ Q_s = Q_g R_g`` this is ``[T − λI; R_g] Q_sᴴ``, two stacked triangles: one LAPACK
-    ``ztpqrt`` gives its triangular factor, and inverse iteration from the unrefined Ritz
-    vector gives the singular vector.  A refined vector is accepted only if it does not
-    increase the residual.  Conjugate pairs of real data: refine the first, conjugate.
-    Only the pairs in ``chosen`` are refined.
+    ``M(λ) = [S − λI; R₂₂]``, found by inverse iteration on the triangular factor of
+    ``M(λ)``, started from the unrefined Ritz vector.  For many pairs the factor comes from
+    the complex Schur form ``S = Q_s T Q_sᴴ`` and ``R₂₂ Q_s = Q_g R_g``: ``[T − λI; R_g]`` is two
+    stacked triangles and one LAPACK ``ztpqrt`` factors it (``(2/3)k³`` per pair after a
+    ``25k³`` Schur form); for a few pairs a dense QR of ``M(λ)`` (``≈3.3k³`` each) is cheaper.
+    A refined vector is accepted only if it does not increase the residual.  Conjugate
+    pairs of real data: refine the first, conjugate.  Only the pairs in ``chosen`` are refined.
     """
     S, R22, eigenvalues, W, residuals = core.S, core.R22, core.eigenvalues, core.W, core.residuals
     pair_first = core.pair_first
     k = S.shape[0]
-    T, Qs = sla.schur(S.astype(np.complex128), output="complex", check_finite=False)
-    Rg_full = np.zeros((k, k), dtype=np.complex128)
-    Rg = sla.qr(R22 @ Qs, mode="r", check_finite=False)[0]
-    rows = min(Rg.shape[0], k)
-    Rg_full[:rows] = Rg[:rows]
+    todo = np.flatnonzero(chosen & (eigenvalues.imag >= 0)) if real else np.flatnonzero(chosen)
     W_new = np.array(W, dtype=np.complex128)
     lam_new = np.array(eigenvalues, dtype=np.complex128)
     res_new = residuals.copy()
-    todo = np.flatnonzero(chosen & (eigenvalues.imag >= 0)) if real else np.flatnonzero(chosen)
+    if todo.size == 0:
+        return lam_new, W_new, res_new
     diag = np.arange(k)
-    scale = max(np.abs(T).max(), np.abs(Rg_full).max(), 1e-300)
-    with threadpool_limits(limits=1):
-        for j in todo:
-            lam = eigenvalues[j]
+    if todo.size > _DENSE_REFINE_MAX:
+        T, Qs = sla.schur(S.astype(np.complex128), output="complex", check_finite=False)
+        Rg = np.zeros((k, k), dtype=np.complex128)
+        factor = sla.qr(R22 @ Qs, mode="r", check_finite=False)[0]
+        Rg[: min(factor.shape[0], k)] = factor[:k]
+
+        def triangular_factor(lam):
             A = T.copy()
             A[diag, diag] -= lam
-            Rj = sla.lapack.ztpqrt(k, min(k, 32), A, Rg_full.copy())[0]
-            Rj = np.triu(Rj)
-            tiny = np.abs(Rj[diag, diag]) < _EPS * scale
-            Rj[diag[tiny], diag[tiny]] = _EPS * scale
-            x = Qs.conj().T @ W[:, j]
-            for _ in range(3):
-                y = sla.solve_triangular(Rj, x, trans="C", check_finite=False)
-                x = sla.solve_triangular(Rj, y, check_finite=False)
-                norm = np.linalg.norm(x)
-                if not np.isfinite(norm) or norm == 0:
-                    break
-                x = x / norm
-            else:
-                w = Qs @ x
-                if real and eigenvalues[j].imag == 0:
-                    w = _real_vector(w)
-                rho = np.vdot(w, S @ w)
-                if real and eigenvalues[j].imag == 0:
-                    rho = rho.real
-                r = _residuals(S, R22, np.array([rho]), w[:, None])[0]
-                if r <= residuals[j]:
-                    W_new[:, j], lam_new[j], res_new[j] = w, rho, r
-            if real and pair_first[j]:
-                W_new[:, j + 1] = W_new[:, j].conj()
-                lam_new[j + 1] = np.conj(lam_new[j])
-                res_new[j + 1] = res_new[j]
+            return np.triu(sla.lapack.ztpqrt(k, min(k, 32), A, Rg.copy())[0])
+    else:
+        Qs = None
+        stacked = np.concatenate([S, R22], axis=0).astype(np.complex128)
+
+        def triangular_factor(lam):
+            M = stacked.copy()
+            M[diag, diag] -= lam
+            return sla.qr(M, mode="r", check_finite=False)[0][:k]
+
+    for j in todo:
+        Rj = triangular_factor(eigenvalues[j])
+        scale = max(np.abs(Rj).max(), 1e-300)
+        tiny = np.abs(Rj[diag, diag]) < _EPS * scale
+        Rj[diag[tiny], diag[tiny]] = _EPS * scale
+        x = W[:, j] if Qs is None else Qs.conj().T @ W[:, j]
+        for _ in range(3):
+            y = sla.solve_triangular(Rj, x, trans="C", check_finite=False)
+            x = sla.solve_triangular(Rj, y, check_finite=False)
+            norm = np.linalg.norm(x)
+            if not np.isfinite(norm) or norm == 0:
+                break
+            x = x / norm
+        else:
+            w = x if Qs is None else Qs @ x
+            on_axis = real and eigenvalues[j].imag == 0
+            if on_axis:
+                w = _real_vector(w)
+            rho = np.vdot(w, S @ w)
+            if on_axis:
+                rho = rho.real
+            r = _residuals(S, R22, np.array([rho]), w[:, None])[0]
+            if r <= residuals[j]:
+                W_new[:, j], lam_new[j], res_new[j] = w, rho, r
+        if real and pair_first[j]:
+            W_new[:, j + 1] = W_new[:, j].conj()
+            lam_new[j + 1] = np.conj(lam_new[j])
+            res_new[j + 1] = res_new[j]
     return lam_new, W_new, res_new
 
 
@@ -475,8 +496,8 @@ def _amplitudes(G: np.ndarray, W: np.ndarray, eigenvalues: np.ndarray, real: boo
     ``G`` (k×T) holds the snapshots in the POD basis, ``V_λ(j, t) = λ_jᵗ``.  Rows of the
     Vandermonde matrix are scaled by ``max(1, |λ_j|^{T-1})`` (computed through logarithms,
     so growing modes cannot overflow), and the normal equations
-    ``P = (WᴴW) ∘ conj(V Vᴴ)``, ``q_j = Σ_t conj(V_jt) (WᴴG)_jt`` are solved by SVD-based
-    least squares.  For real data the amplitudes of a conjugate pair are made exact
+    ``P = (WᴴW) ∘ conj(V Vᴴ)``, ``q_j = Σ_t conj(V_jt) (WᴴG)_jt`` are solved by Cholesky,
+    or by SVD-based least squares when they are ill-conditioned.  For real data the amplitudes of a conjugate pair are made exact
     conjugates and those of real eigenvalues real.  Cost ``O(k²T + k³)``.
     """
     k, T = W.shape[1], G.shape[1]
@@ -491,7 +512,7 @@ def _amplitudes(G: np.ndarray, W: np.ndarray, eigenvalues: np.ndarray, real: boo
     V[zero, 0] = 1.0
     P = (W.conj().T @ W) * (V.conj() @ V.T)
     q = np.sum(V.conj() * (W.conj().T @ G), axis=1)
-    beta = sla.lstsq(P, q, check_finite=False, lapack_driver="gelsd")[0]
+    beta = _solve_hermitian(P, q)
     with np.errstate(under="ignore"):
         out = beta * np.exp(-log_scale)
     if not real:
@@ -502,6 +523,18 @@ def _amplitudes(G: np.ndarray, W: np.ndarray, eigenvalues: np.ndarray, real: boo
     on_axis = eigenvalues.imag == 0
     out[on_axis] = out[on_axis].real  # real eigenvalue of real data: real mode, real amplitude
     return out
+
+
+def _solve_hermitian(P: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Solve the positive semi-definite normal equations: Cholesky (``k³/3``) when ``P`` is
+    well conditioned, SVD-based least squares when it is (nearly) singular."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sla.LinAlgWarning)
+        try:
+            return sla.solve(P, q, assume_a="pos", check_finite=False)
+        except (sla.LinAlgError, sla.LinAlgWarning, ValueError):
+            pass
+    return sla.lstsq(P, q, check_finite=False, lapack_driver="gelsd")[0]
 
 
 def _lift(Q, Zc, real, pair_first) -> np.ndarray:
