@@ -27,6 +27,7 @@ from keras_koopman.datasets import load_fashion_mnist, load_mnist
 from keras_koopman.models import paper_cnn
 
 # --- training callbacks ---
+from keras_koopman.accelerator import KoopmanAccelerator
 from keras_koopman.tuner import (KoopmanPruning, KoopmanPruningMixin, PruningRule,
                                  SpectralBayesianOptimization, SpectralGridSearch,
                                  SpectralHyperband, SpectralRandomSearch, TrialPruning,

@@ -40,7 +40,7 @@ from threadpoolctl import ThreadpoolController
 
 from keras_koopman.koopman import KoopmanModes, default_tol, dmd_rrr
 
-__all__ = ["JumpRecord", "KoopmanAccelerator", "LOG_KEYS"]
+__all__ = ["JumpRecord", "KoopmanAccelerator", "LOG_KEYS", "reset_optimizer_slots"]
 
 #: the ``logs`` keys written at the end of every epoch
 LOG_KEYS = (
@@ -221,7 +221,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self.every = _positive_int(every, "every")
         self.window = _positive_int(window, "window")
         if self.window < 3:
-            raise ValueError(f"window must be at least 3 snapshots (2 pairs and one to check); got {window!r}")
+            raise ValueError(f"window must be at least 3 snapshots; got {window!r}")
         self.batch_interval = (None if batch_interval is None
                                else _positive_int(batch_interval, "batch_interval"))
         if self.batch_interval is None:

@@ -39,7 +39,8 @@ Usage::
 
     python scripts/bench_accelerate.py                # 4 settings x 5 seeds (~20 min on 2 cores)
     python scripts/bench_accelerate.py --quick        # smoke run (2 seeds, short budgets)
-    python scripts/bench_accelerate.py --settings mlp-sgd mlp-adam --seeds 3 --sweep round2 --guard train
+    python scripts/bench_accelerate.py --settings mlp-sgd mlp-adam --seeds 3 \
+        --sweep round2 --guard train                  # a sweep of docs/accelerator.md
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_koopman.accelerator import LOG_KEYS, JumpRecord, KoopmanAccelerator, reset_optimizer_slots
+from keras_koopman.accelerator import (LOG_KEYS, JumpRecord, KoopmanAccelerator,
+                                       reset_optimizer_slots)
 
 N, D, LR = 64, 5, 0.25
 
@@ -41,7 +42,8 @@ def linear_model(seed: int = 0, optimizer=None) -> keras.Model:
 
 
 def flat(model) -> np.ndarray:
-    return np.concatenate([keras.ops.convert_to_numpy(v).ravel() for v in model.trainable_variables])
+    return np.concatenate([keras.ops.convert_to_numpy(v).ravel()
+                           for v in model.trainable_variables])
 
 
 class WeightRecorder(keras.callbacks.Callback):
@@ -52,7 +54,8 @@ class WeightRecorder(keras.callbacks.Callback):
         self.weights = []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.weights.append([np.array(keras.ops.convert_to_numpy(v)) for v in self.model.trainable_variables])
+        self.weights.append([np.array(keras.ops.convert_to_numpy(v))
+                             for v in self.model.trainable_variables])
 
 
 def fit(model, x, y, epochs, callbacks):
@@ -177,7 +180,8 @@ def test_logs_every_epoch_follow_the_schedule():
     assert len(accelerator.jumps) == 2
     assert all(isinstance(j, JumpRecord) for j in accelerator.jumps)
     assert [j.epoch for j in accelerator.jumps] == [2, 5]
-    assert [accepted[j.epoch] for j in accelerator.jumps] == [float(j.accepted) for j in accelerator.jumps]
+    assert [accepted[j.epoch] for j in accelerator.jumps] == [float(j.accepted)
+                                                             for j in accelerator.jumps]
     assert accepted[0] == accepted[1] == accepted[3] == accepted[4] == accepted[6] == 0.0
     assert history.history["koopman_jumps_accepted"] == list(np.cumsum(accepted))
     ratio = history.history["koopman_jump_loss_ratio"]

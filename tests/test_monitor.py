@@ -156,15 +156,18 @@ def test_learning_model_is_not_stopped_early(regression_run):
     assert np.nanmax(cluster[:20]) < 0.9
 
 
-def test_poor_initialization_stop_and_warn():
+@pytest.mark.parametrize("rule, reason", [("loss", "still 100%"), ("spectral", "stagnation")])
+def test_poor_initialization_stop_and_warn(rule, reason):
     X, y, model = frozen_model()
-    monitor = KoopmanMonitor(observables=("weights", "loss"), analyze_every=1,
-                             on_poor_initialization="stop", poor_init_epochs=(5, 10))
+    monitor = KoopmanMonitor(observables=("weights", "loss"), on_poor_initialization="stop",
+                             poor_init_rule=rule, poor_init_epochs=(5, 10))
     with pytest.warns(RuntimeWarning, match="poor initialisation"):
         history = model.fit(X, y, batch_size=len(X), epochs=30, verbose=0, callbacks=[monitor])
     assert len(history.history["loss"]) == 5
     assert history.history["koopman_poor_init"][-1] == 1.0
-    assert "stagnation" in monitor.stop_reason
+    assert reason in monitor.stop_reason
+    # the spectral rule analysed the window by itself (no analyze_every given)
+    assert bool(monitor.analyses) == (rule == "spectral")
 
 
 def test_poor_initialization_restart_reinitializes_weights():
@@ -188,7 +191,8 @@ def test_converging_run_is_flagged_only_if_it_cannot_finish_in_the_budget(budget
     """A healthy run whose slowest mode needs ~50 epochs: fine with 80 epochs, too slow for 12."""
     X, y, eta, _ = regression_problem()
     check = KoopmanMonitor(observables=("weights", "loss"), analyze_every=1,
-                           on_poor_initialization="stop", poor_init_epochs=(5, 10))
+                           on_poor_initialization="stop", poor_init_epochs=(5, 10),
+                           poor_init_rule="spectral", check_budget=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         history = linear_model(5, eta).fit(X, y, batch_size=len(X), epochs=budget, verbose=0,
@@ -329,6 +333,7 @@ def test_weight_modes_fixed_point_is_least_squares_solution(regression_run):
     (dict(window=2), ValueError, "window"),
     (dict(primary="val_loss", observables=("weights",)), ValueError, "primary"),
     (dict(on_poor_initialization="panic"), ValueError, "on_poor_initialization"),
+    (dict(poor_init_rule="vibes"), ValueError, "poor_init_rule"),
     (dict(poor_init_epochs=(5, 2)), ValueError, "poor_init_epochs"),
     (dict(max_dim=-3), ValueError, "max_dim"),
 ])
