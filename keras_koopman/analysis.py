@@ -3,7 +3,9 @@
 An *observable* is a function of the training state recorded once per epoch: the
 full-state observable ``"weights"`` (all trainable weights, flattened, optionally augmented
 with the constant function 1), or a scalar such as ``"loss"`` / ``"val_loss"``, which is
-delay-embedded (Hankel DMD) before DMD_RRR.  :func:`analyze_weights` and
+delay-embedded (Hankel DMD) before DMD_RRR.  Like the monitor, they default to
+``refine=False`` (the diagnostics use eigenvalues and importances only; refinement costs
+``O(k³)`` per pair).  :func:`analyze_weights` and
 :func:`analyze_series` are shared by :class:`~keras_koopman.KoopmanMonitor`, the
 command-line tool and :func:`analyze_trajectory`.
 """
@@ -130,7 +132,7 @@ def default_delays(n_values: int) -> int:
 
 
 def analyze_series(values, epochs, *, observable: str, delays: int | None = None,
-                   tol: float | None = None, refine: bool | float = True,
+                   tol: float | None = None, refine: bool | float = False,
                    delta: float = DEFAULT_DELTA, min_importance: float = DEFAULT_MIN_IMPORTANCE,
                    max_residual: float | None = None, keep_modes: bool = True) -> KoopmanAnalysis:
     """Hankel DMD_RRR of a scalar observable (e.g. the loss curve, paper Fig. 2 top rows).
@@ -164,7 +166,7 @@ def analyze_series(values, epochs, *, observable: str, delays: int | None = None
 
 
 def analyze_weights(snapshots, epochs, *, n_features: int | None = None, tol: float | None = None,
-                    refine: bool | float = True, delta: float = DEFAULT_DELTA,
+                    refine: bool | float = False, delta: float = DEFAULT_DELTA,
                     min_importance: float = DEFAULT_MIN_IMPORTANCE,
                     max_residual: float | None = None, keep_modes: bool = True,
                     observable: str = "weights") -> KoopmanAnalysis:

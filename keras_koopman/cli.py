@@ -49,7 +49,6 @@ import numpy as np
 
 from keras_koopman._atomic import write_json_atomic
 from keras_koopman.analysis import KoopmanAnalysis, analyze_series, analyze_weights
-from keras_koopman.koopman._diagnostics import DEFAULT_MIN_IMPORTANCE
 from keras_koopman.trajectory import TrainingTrajectory
 
 __all__ = [
@@ -137,7 +136,7 @@ def _windows(epochs: np.ndarray, counts, window, what: str) -> list[slice]:
 def analyze_windows(trajectory: TrainingTrajectory, observable: str, *,
                     counts: Sequence[int] = (), window: tuple[float, float] | None = None,
                     delays: int | None = None, tol: float | None = None,
-                    refine: bool | float = DEFAULT_MIN_IMPORTANCE,
+                    refine: bool | float = False,
                     n_features: int | None = None) -> list[KoopmanAnalysis]:
     """Koopman analyses of one observable of a saved trajectory.
 
@@ -156,8 +155,8 @@ def analyze_windows(trajectory: TrainingTrajectory, observable: str, *,
     tol : float, optional
         DMD_RRR truncation tolerance (default: float32 rounding level of the data).
     refine : bool or float
-        Refinement of the Ritz pairs, as in :func:`~keras_koopman.dmd_rrr` (default: the pairs
-        whose importance is at least 5 %, the monitor's setting).
+        Refinement of the Ritz pairs, as in :func:`~keras_koopman.dmd_rrr` (default ``False``,
+        the monitor's setting).
     n_features : int, optional
         Length of the original weight snapshots when ``trajectory.weights`` already holds a
         compressed trajectory (a QR factor ``R``); sets the default tolerance. Default: the

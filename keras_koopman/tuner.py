@@ -14,8 +14,9 @@ paper's section "Insights into neural network training convergence via the Koopm
 and stops the trial after a warm-up when
 
 1. **poor initialisation**: the monitor's rule fires (:meth:`KoopmanMonitor.is_poor_initialization`:
-   the important eigenvalues of the weight dynamics sit at 1 while the loss has hardly moved,
-   or growing modes carry weight), or training produced NaN/inf; or
+   with ``poor_init_rule="spectral"``, the important eigenvalues of the weight dynamics sit
+   at 1 (stagnation) or growing modes carry weight; with ``"loss"``, the loss has hardly
+   moved), or training produced NaN/inf; or
 2. **forecast**: the Koopman forecast of the objective (Hankel DMD of its curve, the KMD of the
    paper's Eq. (2) continued in time) promises nothing within ``margin`` of the best completed
    trial.
@@ -164,14 +165,11 @@ class KoopmanPruning(keras.callbacks.Callback):
         ``"restart"`` action, seeds ``restart_seed, restart_seed + 1, …``.
     restart_seed : int
         First re-initialisation seed.
-    budget_clause : bool
-        Let the monitor's rule see the epoch budget, which enables its third clause ("predicted
-        epochs to converge exceed the epochs left").  Off by default: in a search a trial that
-        is still improving at the end of its budget is judged against the other trials by the
-        forecast rule instead.
     monitor_options : mapping, optional
-        Further :class:`~keras_koopman.KoopmanMonitor` arguments, e.g. its thresholds
-        ``stagnation_threshold``, ``high_loss_fraction``, ``growth_threshold``, or ``delays``,
+        Further :class:`~keras_koopman.KoopmanMonitor` arguments: which poor-initialisation
+        rule (``poor_init_rule``: ``"loss"``, ``"spectral"`` or ``"either"``; the monitor's
+        default otherwise) and its thresholds (``loss_ratio``, ``stagnation_threshold``,
+        ``high_loss_fraction``, ``growth_threshold``, ``check_budget``), or ``delays``,
         ``window``, ``max_dim``.  The arguments listed in ``_MANAGED`` are set here.
     verbose : int
         1 prints a line when a trial is pruned.
@@ -187,8 +185,8 @@ class KoopmanPruning(keras.callbacks.Callback):
     def __init__(self, objective: str | None = None, *, direction: str = "min", warmup: int = 4,
                  margin: float = 0.1, reference: float | None = None, poor_init: bool = True,
                  poor_init_until: int | None = None, forecast: bool = True, restarts: int = 0,
-                 restart_seed: int = 1, budget_clause: bool = False,
-                 monitor_options: Mapping | None = None, verbose: int = 0) -> None:
+                 restart_seed: int = 1, monitor_options: Mapping | None = None,
+                 verbose: int = 0) -> None:
         super().__init__()
         if objective is not None and (not isinstance(objective, str) or not objective):
             raise TypeError(f"objective must be a logs key (str); got {objective!r}")
@@ -223,7 +221,6 @@ class KoopmanPruning(keras.callbacks.Callback):
         self.forecast = bool(forecast)
         self.restarts = restarts
         self.restart_seed = int(restart_seed)
-        self.budget_clause = bool(budget_clause)
         self.monitor_options = options
         self.verbose = int(verbose)
         self.monitor = self._make_monitor()
@@ -241,7 +238,7 @@ class KoopmanPruning(keras.callbacks.Callback):
             "margin": self.margin, "reference": self.reference, "poor_init": self.poor_init,
             "poor_init_until": self.poor_init_until, "forecast": self.forecast,
             "restarts": self.restarts, "restart_seed": self.restart_seed,
-            "budget_clause": self.budget_clause, "monitor_options": dict(self.monitor_options),
+            "monitor_options": dict(self.monitor_options),
             "verbose": self.verbose,
         }
 
@@ -271,9 +268,6 @@ class KoopmanPruning(keras.callbacks.Callback):
 
     def set_params(self, params):
         super().set_params(params)
-        params = dict(params or {})
-        if not self.budget_clause:
-            params.pop("epochs", None)  # hides the budget from the monitor's "too slow" clause
         self.monitor.set_params(params)
 
     def on_train_begin(self, logs=None):

@@ -61,6 +61,12 @@ from keras_koopman import KoopmanPruning, SpectralGridSearch, load_mnist  # noqa
 GRID = {"scale": [0.01, 1.0, 10.0], "lr": [1e-3, 0.1, 3.0], "depth": [1, 3]}
 QUICK_GRID = {"scale": [0.01, 1.0, 10.0], "lr": [1e-3, 0.1, 3.0], "depth": [3]}
 WIDTH = 32
+# the monitor's spectral poor-initialisation rule, stagnation clause only: important eigenvalues
+# at 1 (unit cluster >= 0.9) while the loss is >= 0.9 x its first value; growth and budget
+# clauses off; spectra as the monitor computed them before its 2026-11-30 recalibration
+SPECTRAL_RULE = {"poor_init_rule": "spectral", "stagnation_threshold": 0.9,
+                 "high_loss_fraction": 0.9, "growth_threshold": None, "check_budget": False,
+                 "delta": 0.02, "min_importance": 0.05, "refine": 0.05}
 
 
 # ------------------------------------------------------------------------------ data and model
@@ -165,7 +171,7 @@ def keras_tuner_search(kind, args, seed, data, grid, workdir):
         pruning = KoopmanPruning(warmup=args.warmup, margin=args.margin,
                                  poor_init=kind in ("spectral", "spectral-init"),
                                  forecast=kind in ("spectral", "forecast"),
-                                 monitor_options={"growth_threshold": args.growth_threshold})
+                                 monitor_options=SPECTRAL_RULE)
         tuner = SpectralGridSearch(hypermodel, pruning=pruning, **common)
     start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
@@ -238,8 +244,6 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=12, help="epoch budget per trial")
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--margin", type=float, default=0.1)
-    parser.add_argument("--growth-threshold", type=float, default=2.0,
-                        help="monitor growth_threshold (>1 turns the growth clause off)")
     parser.add_argument("--threshold-fraction", type=float, default=0.9)
     parser.add_argument("--poor-factor", type=float, default=1.5)
     parser.add_argument("--train", type=int, default=600)

@@ -79,7 +79,7 @@ def test_head_initialisation_matches_glorot_limits():
 
 
 def test_output_reconstruction_is_separate_layer():
-    model = SobolevHeadsModel(depth=3, units=6)
+    model = SobolevHeadsModel(depth=3, units=6, reconstruction="output")
     x, _ = grid_data(n=10)
     model(x)
     z = hidden_activations(model, x)[-1]
@@ -116,7 +116,7 @@ def test_compiled_loss1_gives_each_head_its_own_shell(output_loss, reconstructio
 
 def test_sample_weights_weight_the_head_terms():
     model = SobolevHeadsModel(depth=2, units=5)
-    model.compile("adam", loss=SobolevLoss1())
+    model.compile("adam", loss=SobolevLoss1(output_loss=None))
     x, y = grid_data(batch=2, n=16)
     w = np.array([1.0, 3.0], dtype="float32")
     logs = model.evaluate(x, y, sample_weight=w, batch_size=2, return_dict=True, verbose=0)

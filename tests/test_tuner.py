@@ -74,8 +74,11 @@ def test_forecast_rejects_what_it_cannot_continue():
 
 
 # ---------------------------------------------------------------------------- the callback
+SPECTRAL_RULE = {"poor_init_rule": "spectral"}
+
+
 def test_stagnating_run_is_pruned_by_the_poor_init_rule_after_the_warmup():
-    callback = KoopmanPruning(warmup=4)
+    callback = KoopmanPruning(warmup=4, monitor_options=SPECTRAL_RULE)
     history = fit(1e-5, callback)
     assert len(history.epoch) == 4
     assert callback.pruned and callback.pruned_epoch == 4
@@ -84,7 +87,7 @@ def test_stagnating_run_is_pruned_by_the_poor_init_rule_after_the_warmup():
     assert history.history["pruned"] == [0.0, 0.0, 0.0, 1.0]
     assert history.history["pruned_rule"][-1] == float(PruningRule.POOR_INITIALIZATION)
 
-    healthy = KoopmanPruning(warmup=4)  # a learning rate that trains is left alone
+    healthy = KoopmanPruning(warmup=4, monitor_options=SPECTRAL_RULE)  # a rate that trains
     history = fit(0.05, healthy)
     assert len(history.epoch) == EPOCHS and not healthy.pruned
     assert history.history["pruned_epoch"] == [0.0] * EPOCHS
@@ -117,7 +120,7 @@ def test_divergence_is_pruned_at_once_even_before_the_warmup():
 
 
 def test_restart_reinitialises_before_pruning():
-    callback = KoopmanPruning(warmup=4, restarts=1, restart_seed=7)
+    callback = KoopmanPruning(warmup=4, restarts=1, restart_seed=7, monitor_options=SPECTRAL_RULE)
     history = fit(1e-5, callback, epochs=12)
     assert callback.monitor.restarts == 1
     assert callback.pruned_epoch == 8  # 4 epochs, restart, 4 more epochs judged afresh
@@ -170,7 +173,8 @@ def test_search_completes_pruned_trials_with_a_score(tmp_path):
         return small_model(hp.Choice("lr", rates))
 
     tuner = SpectralGridSearch(build, objective="val_loss", directory=str(tmp_path),
-                               project_name="grid", pruning=KoopmanPruning(warmup=4),
+                               project_name="grid",
+                               pruning=KoopmanPruning(warmup=4, monitor_options=SPECTRAL_RULE),
                                pruned_score="forecast")
     x, y, xv, yv = regression_data()
     with warnings.catch_warnings():
