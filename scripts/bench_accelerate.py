@@ -209,6 +209,41 @@ def accelerator_for(args, data, overrides=None, setting=None) -> KoopmanAccelera
     return KoopmanAccelerator(held, **options)
 
 
+class _NoOpBatchHook(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+def batch_hook_cost(args, repeats: int = 3, epochs: int = 3) -> None:
+    """A/B of the batch hook on the CNN (SGD): no callback, a no-op batch hook, and the
+    accelerator taking snapshots every 4 steps but never jumping; interleaved, per epoch."""
+    data = cnn_data(args.cnn_train, args.held)
+    (x, y), _, guard = data
+    model = cnn_model("sgd", 0)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)  # build and trace first
+    variants = {
+        "no callback": lambda: [],
+        "no-op batch hook": lambda: [_NoOpBatchHook()],
+        "accelerator, batch_interval=4, no jumps":
+            lambda: [KoopmanAccelerator(guard, batch_interval=4, start_epoch=10**6)],
+    }
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, callbacks in variants.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=callbacks())
+            times[name].append(((time.perf_counter() - wall) / epochs,
+                                (time.process_time() - cpu) / epochs))
+    base = np.median([c for _, c in times["no callback"]])
+    print("| variant | wall s/epoch per repeat | CPU s/epoch per repeat | CPU median / no callback |")
+    print("|---|---|---|---|")
+    for name, values in times.items():
+        walls = ", ".join(f"{w:.2f}" for w, _ in values)
+        cpus = ", ".join(f"{c:.2f}" for _, c in values)
+        ratio = np.median([c for _, c in values]) / base
+        print(f"| {name} | {walls} | {cpus} | {ratio:.3f} |")
+
+
 def summarise(values: np.ndarray) -> str:
     return (f"{np.median(values):.2f} [{values.min():.2f}-{values.max():.2f}]  "
             f"{values.mean():.2f}±{values.std(ddof=1) if values.size > 1 else 0.0:.2f}")
@@ -276,6 +311,8 @@ def main(argv=None) -> int:
         parser.add_argument(f"--{name}", type=kind, default=None)
     parser.add_argument("--no-anchor", action="store_true")
     parser.add_argument("--no-backoff", action="store_true")
+    parser.add_argument("--batch-hook-cost", action="store_true",
+                        help="only measure the cost of batch-level snapshots on the CNN")
     parser.add_argument("--sweep", choices=sorted(SWEEPS),
                         help="compare the configurations SWEEPS[name] instead of the defaults")
     args = parser.parse_args(argv)
@@ -290,6 +327,9 @@ def main(argv=None) -> int:
     print(f"# bench_accelerate  {datetime.date.today()}  {platform.node()}  "
           f"keras {keras.__version__}  backend {keras.backend.backend()}")
     print("# command: python " + " ".join(sys.argv))
+    if args.batch_hook_cost:
+        batch_hook_cost(args)
+        return 0
     print("# accelerator:", _options(args))
     results = []
     mlp = cnn = None
