@@ -151,8 +151,8 @@ class KoopmanPruning(keras.callbacks.Callback):
         and the forecast up to the end of the budget is worse than
         ``reference ± margin·|reference|``.
     reference : float, optional
-        Objective value of the best trial that ran its full budget; ``None`` turns the forecast
-        rule off (a tuner fills it in for every trial).
+        Objective value of the best completed trial; ``None`` turns the forecast rule off (a
+        tuner fills it in for every trial).
     poor_init : bool
         Use the monitor's poor-initialisation rule.
     poor_init_until : int, optional
@@ -170,7 +170,9 @@ class KoopmanPruning(keras.callbacks.Callback):
         rule (``poor_init_rule``: ``"loss"``, ``"spectral"`` or ``"either"``; the monitor's
         default otherwise) and its thresholds (``loss_ratio``, ``stagnation_threshold``,
         ``high_loss_fraction``, ``growth_threshold``, ``check_budget``), or ``delays``,
-        ``window``, ``max_dim``.  The arguments listed in ``_MANAGED`` are set here.
+        ``window``, ``max_dim``.  ``observables``, ``analyze_every``, ``analyze_at``,
+        ``on_poor_initialization``, ``poor_init_epochs``, ``max_restarts``, ``restart_seed``
+        and ``keep_modes`` are set here (``ValueError`` if given).
     verbose : int
         1 prints a line when a trial is pruned.
 
