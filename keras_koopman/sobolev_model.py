@@ -2,7 +2,7 @@
 
 Inputs are whole signals on a uniform periodic grid, ``x`` of shape ``(batch, *grid, D)``;
 the dense layers act pointwise on the last axis. Hidden layer ℓ (ℓ = 0 … L−1) has output
-z_ℓ and a head f_ℓ = C_ℓ z_ℓ (``Dense(M)``, with bias). The reconstruction, returned by
+z_ℓ and a linear head f_ℓ = C_ℓ z_ℓ + b_ℓ with M outputs. The reconstruction, returned by
 ``call``/``predict``/the exported serving function, is either a separate ``Dense(M)`` output on
 the last hidden layer (``reconstruction="output"``) or Σ_ℓ f_ℓ (``"sum_of_heads"``).
 
@@ -50,10 +50,10 @@ DEFAULT_RECONSTRUCTION = "sum_of_heads"
 class LinearHeads(keras.layers.Layer):
     """The auxiliary heads f_ℓ = C_ℓ z_ℓ + b_ℓ of all hidden layers, as one layer.
 
-    All kernels live in one ``(L, U, M)`` variable (U the widest hidden layer; narrower
-    layers' activations are zero-padded), so the heads cost one batched matmul and one
-    optimizer update instead of L of each. Each C_ℓ is initialised Glorot-uniform for its own
-    fan-in, like a ``Dense(M)`` on z_ℓ.
+    All kernels live in one ``(L, U, M)`` variable (U the widest hidden layer; a narrower
+    layer uses the first U_ℓ rows, the rest stay zero) and the biases in one ``(L, M)``
+    variable, so the heads cost two optimizer updates instead of 2L. Each C_ℓ is initialised
+    Glorot-uniform for its own fan-in, like a ``Dense(M)`` on z_ℓ.
 
     Parameters
     ----------
@@ -94,18 +94,18 @@ class LinearHeads(keras.layers.Layer):
         )
 
     def call(self, hidden: Sequence[tf.Tensor]) -> tf.Tensor:
-        """``(batch, L, *grid, M)`` heads from the L hidden outputs ``(batch, *grid, U_ℓ)``."""
-        width = max(self.widths)
-        padded = [
-            z if self.widths[i] == width
-            else keras.ops.pad(z, [[0, 0]] * (len(z.shape) - 1) + [[0, width - self.widths[i]]])
-            for i, z in enumerate(hidden)
+        """``(batch, L, *grid, M)`` heads from the L hidden outputs ``(batch, *grid, U_ℓ)``.
+
+        One matmul per head on its own activations, then a stack of the M-wide results: stacking
+        the U-wide activations first would copy all of them (measured 1.3-1.9× slower).
+        """
+        heads = [
+            keras.ops.matmul(z, self.kernel[i, :width])
+            for i, (z, width) in enumerate(zip(hidden, self.widths, strict=True))
         ]
-        stacked = keras.ops.stack(padded, axis=1)  # (batch, L, *grid, U)
-        grid_ones = (1,) * (len(stacked.shape) - 4)
-        kernel = keras.ops.reshape(self.kernel, (self.num_heads, *grid_ones, width, self.output_dim))
-        bias = keras.ops.reshape(self.bias, (self.num_heads, *grid_ones, 1, self.output_dim))
-        return keras.ops.matmul(stacked, kernel) + bias
+        stacked = keras.ops.stack(heads, axis=1)
+        grid_ones = (1,) * (len(stacked.shape) - 3)
+        return stacked + keras.ops.reshape(self.bias, (self.num_heads, *grid_ones, self.output_dim))
 
     def compute_output_shape(self, input_shapes: Sequence[tuple[int | None, ...]]) -> tuple:
         first = tuple(input_shapes[0])
@@ -158,7 +158,7 @@ class SobolevHeadsModel(keras.Model):
     units : int
         Width of the built hidden layers (paper: 20).
     activation : str
-        Activation of the built hidden layers.
+        Name of the Keras activation of the built hidden layers.
     hidden_layers : sequence of keras.layers.Layer, optional
         Layers to wrap instead of building ``depth`` dense ones; each must map
         ``(..., features)`` to ``(..., features')`` pointwise on the grid.
@@ -189,6 +189,11 @@ class SobolevHeadsModel(keras.Model):
         for arg, value in (("output_dim", output_dim), ("depth", depth), ("units", units)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{arg} must be a positive integer; got {value!r}.")
+        if not isinstance(activation, str):
+            raise TypeError(
+                f"activation must be the name of a Keras activation; got {type(activation).__name__} "
+                "(wrap layers with other activations through hidden_layers)."
+            )
         if reconstruction not in RECONSTRUCTIONS:
             raise ValueError(
                 f"reconstruction must be one of {RECONSTRUCTIONS}; got {reconstruction!r}."

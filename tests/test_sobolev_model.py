@@ -189,6 +189,8 @@ def test_argument_validation():
         SobolevHeadsModel(reconstruction="mean_of_heads")
     with pytest.raises(ValueError, match="depth"):
         SobolevHeadsModel(depth=0)
+    with pytest.raises(TypeError, match="activation"):
+        SobolevHeadsModel(activation=np.tanh)
     with pytest.raises(TypeError, match="hidden_layers"):
         SobolevHeadsModel(hidden_layers=["dense"])
     with pytest.raises(ValueError, match="batch_size"):
