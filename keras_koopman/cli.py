@@ -24,6 +24,11 @@ Run directory written by ``mnist --out DIR``:
 
 - ``DIR/trajectory/`` — the monitor's trajectory (see :mod:`keras_koopman.trajectory`), written
   every epoch;
+- ``DIR/run.json`` — the training settings, written before training (``--resume`` checks them);
+- ``DIR/history.csv`` — the per-epoch metrics (``keras.callbacks.CSVLogger``);
+- ``DIR/backup/`` — the weights and optimizer state after the last finished epoch
+  (``keras.callbacks.BackupAndRestore``): ``--resume`` continues an interrupted or finished run
+  from there, up to ``--epochs``;
 - ``DIR/summary.json`` — the configuration, the per-epoch history, final and best metrics, the
   snapshot counts and every report analysis (:meth:`KoopmanAnalysis.to_dict`, diagnostics
   included);
@@ -307,9 +312,29 @@ def _cmd_mnist(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {out} exists and is not a folder")
-    if (out / "trajectory").exists() or (out / "summary.json").exists():
+    settings = {"dataset": "fashion_mnist" if args.fashion else "mnist", "init": args.init,
+                "subset": args.subset, "test_subset": args.test_subset,
+                "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                "seed": args.seed}
+    holds_run = any((out / name).exists() for name in ("trajectory", "summary.json", "backup"))
+    if args.resume:
+        if not (out / "run.json").is_file():
+            raise UsageError(f"--resume: {out} holds no run to continue (no run.json)")
+        before = json.loads((out / "run.json").read_text())
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        if changed:
+            raise UsageError(f"--resume: {out} was trained with other settings: " + ", ".join(
+                f"--{k.replace('_', '-')} {before.get(k)} (now {settings[k]})" for k in changed))
+    elif holds_run:
         if not args.overwrite:
-            raise UsageError(f"--out: {out} already holds a run (pass --overwrite to replace it)")
+            raise UsageError(f"--out: {out} already holds a run (pass --overwrite to replace it, "
+                             "or --resume to continue it)")
+        import shutil
+
+        for name in ("trajectory", "backup"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("summary.json", "history.csv", "run.json", "report.png"):
+            (out / name).unlink(missing_ok=True)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UsageError(f"--data-dir: {args.data_dir} is not a folder")
 
@@ -340,17 +365,25 @@ def _cmd_mnist(args) -> int:
                          f"{epochs} loss and {epochs + 1} weight snapshots")
 
     out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        write_json_atomic(out / "run.json", settings)
     keras.utils.set_random_seed(args.seed)
     model = paper_cnn(args.init, seed=args.seed, learning_rate=args.learning_rate)
     # Live diagnostics (koopman_* in the logs) at the epochs the report analyses end at.
     live_epochs = sorted({k for k in loss_counts} | {k - 1 for k in weight_counts if k > 1})
     monitor = KoopmanMonitor(observables=OBSERVABLES, analyze_at=live_epochs,
-                             storage=out / "trajectory")
+                             storage=out / "trajectory", resume=args.resume)
+    # Order matters: the monitor records an epoch, CSVLogger sees its koopman_* logs, and
+    # only then is the epoch checkpointed, so a resumed run never lacks a snapshot.
+    callbacks = [monitor, keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+                 keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False)]
+    previous_wall = _read_wall(out) if args.resume else 0.0
     started = time.perf_counter()
-    history = model.fit(train, validation_data=(x_test, y_test), epochs=epochs,
-                        callbacks=[monitor], verbose=args.verbose, shuffle=False,
-                        validation_batch_size=max(args.batch_size, 1000))
-    wall = time.perf_counter() - started
+    model.fit(train, validation_data=(x_test, y_test), epochs=epochs,
+              callbacks=callbacks, verbose=args.verbose, shuffle=False,
+              validation_batch_size=max(args.batch_size, 1000))
+    wall = previous_wall + time.perf_counter() - started
+    write_json_atomic(out / "run.json", dict(settings, wall_seconds=wall))
 
     trajectory = TrainingTrajectory.load(out / "trajectory")
     done = int(trajectory.scalars["loss"][0].size) if "loss" in trajectory.scalars else 0
@@ -358,8 +391,7 @@ def _cmd_mnist(args) -> int:
     weight_counts = [k for k in weight_counts if k <= trajectory.weights.shape[1]]
     analyses, counts = report_analyses(trajectory, loss_counts=loss_counts,
                                        weight_counts=weight_counts, tol=args.tol)
-    logs = {k: [float(v) for v in values] for k, values in history.history.items()
-            if not k.startswith("koopman_")}
+    logs = _read_history(out / "history.csv", done)
     val = np.asarray(logs.get("val_loss", []), dtype=float)
     finite_val = np.where(np.isfinite(val), val, np.inf)
     summary = {
@@ -392,6 +424,28 @@ def _cmd_mnist(args) -> int:
     print(f"{out / 'report.png'}, {out / 'summary.json'}, {out / 'trajectory'} "
           f"({wall:.0f} s of training)")
     return 0
+
+
+def _read_wall(out: Path) -> float:
+    """Training time of the earlier parts of a resumed run (0 if never recorded)."""
+    return float(json.loads((out / "run.json").read_text()).get("wall_seconds", 0.0))
+
+
+def _read_history(path: Path, epochs: int) -> dict[str, list[float]]:
+    """Per-epoch metrics from CSVLogger's file, epochs ``1..epochs``.
+
+    A resumed run appends to the file; an epoch logged twice (logged, then interrupted before
+    its checkpoint, then trained again) keeps its last row.
+    """
+    import csv
+
+    rows: dict[int, dict] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows[int(row["epoch"])] = row
+    names = [k for k in (next(iter(rows.values()), {}) or {}) if k != "epoch" and not k.startswith("koopman_")]
+    return {name: [float(rows[e][name]) if e in rows and rows[e].get(name) not in (None, "") else math.nan
+                   for e in range(epochs)] for name in names}
 
 
 def _cmd_analyze(args) -> int:
@@ -602,8 +656,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "weights being the first (default: 50 100 500, scaled to the run)")
     mnist.add_argument("--tol", type=_positive_float, metavar="T",
                        help="DMD_RRR truncation tolerance (default: float32 rounding level)")
-    mnist.add_argument("--overwrite", action="store_true",
-                       help="replace a run already in OUT")
+    resume = mnist.add_mutually_exclusive_group()
+    resume.add_argument("--overwrite", action="store_true",
+                        help="replace a run already in OUT")
+    resume.add_argument("--resume", action="store_true",
+                        help="continue the run in OUT (interrupted, or finished with fewer "
+                             "epochs) from its last finished epoch up to --epochs; the other "
+                             "settings must be the same. The data order restarts from the "
+                             "seed's first shuffle, so a resumed run is not bit-identical to an "
+                             "uninterrupted one")
     verbosity = mnist.add_mutually_exclusive_group()
     verbosity.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                            help="Keras fit verbosity: 1 progress bar (default), 2 one line per "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -76,6 +77,15 @@ class KoopmanMonitor(keras.callbacks.Callback):
     storage : str or path, optional
         Directory for a disk-backed record written every epoch (survives a killed process;
         reopen with :meth:`load`).  Default: in memory.
+    resume : bool
+        With ``storage``, continue the record already in that folder instead of replacing it
+        (default ``False``).  ``fit`` may start at any epoch ``e`` (``initial_epoch`` or
+        ``keras.callbacks.BackupAndRestore``): everything recorded after ``e`` is dropped, the
+        snapshot at ``e`` must equal the model's weights (else ``ValueError``; it is recorded
+        if missing), and the trajectory's QR factor is rebuilt (``O(n T²)``, once).  List the
+        monitor before ``BackupAndRestore`` so a snapshot is on disk before its checkpoint.
+        Analyses made before ``e`` stay in the folder's ``analyses.json``; ``analyses`` holds
+        the new ones.  A folder without a record starts a fresh one.
     batch_interval : int, optional
         Record the weights every this many training steps instead of once per epoch (slows
         Keras: a batch hook turns off asynchronous dispatch).  Off by default.
@@ -132,7 +142,7 @@ class KoopmanMonitor(keras.callbacks.Callback):
                  analyze_every: int | None = None, window: int | None = None,
                  delays: int | None = None, augment_constant: bool = True,
                  max_dim: int | None = None, sketch_seed: int = 0, storage=None,
-                 batch_interval: int | None = None, primary: str = "weights",
+                 resume: bool = False, batch_interval: int | None = None, primary: str = "weights",
                  tol: float | None = None, refine: bool | float | None = None,
                  delta: float = 0.01, min_importance: float = 0.01,
                  max_residual: float | None = None, stop_at_fixed_point: bool = False,
@@ -159,6 +169,11 @@ class KoopmanMonitor(keras.callbacks.Callback):
         self.max_dim = check_positive_int(max_dim, "max_dim", allow_none=True)
         self.sketch_seed = int(sketch_seed)
         self.storage = storage
+        if not isinstance(resume, bool):
+            raise TypeError(f"resume must be True or False; got {resume!r}")
+        if resume and storage is None:
+            raise ValueError("resume=True needs storage= (the folder of the record to continue)")
+        self.resume = resume
         self.batch_interval = check_positive_int(batch_interval, "batch_interval", allow_none=True)
         if primary not in self.observables:
             raise ValueError(f"primary must be one of observables {self.observables}; got {primary!r}")
@@ -216,6 +231,7 @@ class KoopmanMonitor(keras.callbacks.Callback):
         self._segment_start = 0  # index of the first weight snapshot since the last restart
         self._segment_epoch = 0.0  # epoch of the last restart (scalars after it count)
         self._writer = None
+        self._resuming = False  # a reopened record waits for the first epoch to be known
 
     @property
     def scalars(self) -> dict:
@@ -257,13 +273,55 @@ class KoopmanMonitor(keras.callbacks.Callback):
             "batch_interval": self.batch_interval,
         }
         path = self.storage if self._chief else None
-        self._store = TrajectoryStore(dims, path=path, dtype=dtype, metadata=metadata)
+        if self.resume and (Path(self.storage) / "trajectory.json").is_file():
+            self._store = TrajectoryStore.reopen(self.storage, n_features=dims, dtype=dtype,
+                                                 metadata=metadata, writable=self._chief)
+            self._resuming = True  # the starting epoch is known at on_epoch_begin
+        else:
+            self._store = TrajectoryStore(dims, path=path, dtype=dtype, metadata=metadata)
         if "weights" in self.observables:
             self._qr = IncrementalQR(dims)
-            self._record_weights(0.0)
+            if not self._resuming:
+                self._record_weights(0.0)
         if self.tensorboard_dir is not None and self._chief:
             import tensorflow as tf
             self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._resuming:
+            self._resuming = False
+            self._continue_record(epoch)
+
+    def _continue_record(self, epoch: int) -> None:
+        """Cut a reopened record back to ``epoch`` and line it up with the model's weights."""
+        store = self._store
+        store.truncate(float(epoch))
+        self._epochs_done = epoch
+        restarts = [float(e) for e in store.metadata.get("restart_epochs", []) if e <= epoch]
+        store.metadata["restart_epochs"] = restarts
+        self.restarts = len(restarts)
+        self._segment_epoch = restarts[-1] if restarts else 0.0
+        if "weights" not in self.observables:
+            return
+        epochs = store.weight_epochs
+        current = self._observe_weights()
+        if epochs.size and epochs[-1] == epoch:
+            stored = np.asarray(store.weights()[:, -1], dtype=np.float64)
+            scale = 1.0 + float(np.max(np.abs(stored)))
+            if not np.allclose(stored, current, rtol=0.0, atol=1e-5 * scale):
+                raise ValueError(
+                    f"storage: the snapshot of epoch {epoch} in {self.storage} differs from the "
+                    f"model's weights (max difference {np.max(np.abs(stored - current)):.3g}); "
+                    "the record belongs to another run: pass a fresh storage folder or resume=False")
+        else:
+            if epochs.size and epoch - epochs[-1] > 1:
+                warnings.warn(f"KoopmanMonitor: the record in {self.storage} ends at epoch "
+                              f"{epochs[-1]:g} but training resumes at epoch {epoch}; the "
+                              "snapshots in between are missing", RuntimeWarning)
+            store.append_weights(float(epoch), current)
+        for column in np.asarray(store.weights()).T:
+            self._qr.append(column)
+        self._segment_start = int(np.searchsorted(store.weight_epochs, self._segment_epoch))
 
     def on_train_batch_end(self, batch, logs=None):  # replaced in __init__ when not used
         self._steps += 1
@@ -502,6 +560,7 @@ class KoopmanMonitor(keras.callbacks.Callback):
             if self.verbose:
                 print(message)
             self._segment_epoch = float(done)
+            self._store.metadata.setdefault("restart_epochs", []).append(float(done))
             if "weights" in self.observables:
                 self._segment_start = len(self._qr)
                 self._append_weights(float(done), self._observe_weights())

@@ -10,7 +10,10 @@ On-disk layout (a directory; no pickle anywhere):
 - ``analyses.json`` — the spectra and diagnostics of every analysis, rewritten atomically.
 
 A killed process loses at most the epoch being written: the JSON is only updated after the
-row it counts is on disk, and a reader ignores bytes past the counted rows.
+row it counts is on disk, and a reader ignores bytes past the counted rows.  A store can be
+reopened for appending (:meth:`TrajectoryStore.reopen`) and cut back to an epoch
+(:meth:`TrajectoryStore.truncate`), which is how ``KoopmanMonitor(resume=True)`` continues
+an interrupted run.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class TrajectoryStore:
         self._epochs: list[float] = []
         self._scalars: dict[str, list[tuple[float, float]]] = {}
         self._analyses: list[dict] = []
+        self._prior_analyses: list[dict] = []  # analyses of a reopened store, before resuming
         self._rows = np.empty((0, self.n_features), dtype=self.dtype)
         self._count = 0
         self._file = None
@@ -62,6 +66,76 @@ class TrajectoryStore:
             self._file = open(self.path / "weights.bin", "wb")
             self._write_meta()
             write_json_atomic(self.path / "analyses.json", [])
+
+    @classmethod
+    def reopen(cls, path, *, n_features: int, dtype=np.float32, metadata=None,
+               writable: bool = True) -> "TrajectoryStore":
+        """Open an existing disk store to continue it.
+
+        The observable must match: ``n_features``, ``dtype``, the variables' shapes and the
+        ``augment_constant`` and ``sketch`` entries of ``metadata`` are compared with the
+        stored ones, and a mismatch raises ``ValueError`` naming the folder.  Bytes past the
+        last counted row (a torn write) are dropped.  ``writable=False`` copies the record
+        into memory and never writes (non-chief workers).  Cost: reads the record once,
+        ``O(n T)``.
+        """
+        record = TrainingTrajectory.load(path)
+        dtype = np.dtype(dtype).newbyteorder("<")
+        stored_dtype = np.dtype(record.weights.dtype).newbyteorder("<")
+        if record.weights.shape[0] != int(n_features) or stored_dtype != dtype:
+            raise ValueError(
+                f"storage: {path} holds {record.weights.shape[0]} features of {stored_dtype.name}; "
+                f"this model's observable has {int(n_features)} of {dtype.name}")
+        metadata = dict(metadata or {})
+        def layout(meta: dict) -> dict:
+            # variable shapes (not their auto-generated names), augmentation and sketch
+            view = {k: meta[k] for k in ("augment_constant", "sketch") if k in meta}
+            if "variables" in meta:
+                view["variable shapes"] = [shape for _, shape in meta["variables"]]
+            return json.loads(json.dumps(view))
+
+        old, new = layout(record.metadata), layout(metadata)
+        for key in new:
+            if key in old and old[key] != new[key]:
+                raise ValueError(f"storage: {path} was recorded with other {key} "
+                                 f"({old[key]!r}, now {new[key]!r})")
+        store = cls.__new__(cls)
+        store.n_features = int(n_features)
+        store.dtype = dtype
+        store.metadata = {**record.metadata, **metadata}
+        store.path = Path(path) if writable else None
+        store._epochs = [float(e) for e in record.weight_epochs]
+        store._scalars = {name: [(float(e), float(v)) for e, v in zip(*pair)]
+                          for name, pair in record.scalars.items()}
+        store._analyses = []
+        store._prior_analyses = [a.to_dict() for a in record.analyses]
+        store._count = record.weights.shape[1]
+        store._file = None
+        if writable:
+            store._rows = np.empty((0, store.n_features), dtype=dtype)
+            store._file = open(store.path / "weights.bin", "r+b")
+            store._file.truncate(store._count * store.n_features * dtype.itemsize)
+            store._file.seek(0, os.SEEK_END)
+            store._write_meta()
+        else:
+            store._rows = np.array(record.weights.T, dtype=dtype)
+        return store
+
+    def truncate(self, epoch: float) -> None:
+        """Drop every weight snapshot, scalar value and analysis after ``epoch``."""
+        keep = sum(1 for e in self._epochs if e <= epoch)
+        if keep < self._count:
+            self._count = keep
+            self._epochs = self._epochs[:keep]
+            if self._file is not None:
+                self._file.truncate(keep * self.n_features * self.dtype.itemsize)
+                self._file.seek(0, os.SEEK_END)
+        self._scalars = {name: [(e, v) for e, v in pairs if e <= epoch]
+                         for name, pairs in self._scalars.items()}
+        self._prior_analyses = [a for a in self._prior_analyses if a["last_epoch"] <= epoch]
+        self._write_meta()
+        if self.path is not None:
+            write_json_atomic(self.path / "analyses.json", self._prior_analyses)
 
     def __len__(self) -> int:
         return self._count
@@ -90,7 +164,7 @@ class TrajectoryStore:
         self._write_meta()
 
     def set_analyses(self, analyses: list[KoopmanAnalysis]) -> None:
-        self._analyses = [a.to_dict() for a in analyses]
+        self._analyses = self._prior_analyses + [a.to_dict() for a in analyses]
         if self.path is not None:
             write_json_atomic(self.path / "analyses.json", self._analyses)
 

@@ -212,9 +212,37 @@ def test_out_folder_with_a_run_is_not_overwritten_by_default(run_dir, capsys):
     assert (run_dir / "summary.json").read_bytes() == before
 
 
+def test_resume_continues_a_finished_run_and_checks_its_settings(tmp_path, capsys):
+    """A 5-epoch run continued to 6 epochs: one trajectory, one history, one summary; a resume
+    with other settings is refused."""
+    out = tmp_path / "run"
+    common = ["mnist", "--init", "xavier", "--subset", "128", "--test-subset", "200",
+              "--data-dir", str(MNIST_DIR), "--out", str(out), "--quiet",
+              "--loss-snapshots", "5", "--weight-snapshots", "4"]
+    assert main([*common, "--epochs", "5"]) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert main([*common, "--epochs", "6", "--resume"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 6
+    for name in ("loss", "val_loss", "accuracy"):
+        assert len(summary["history"][name]) == 6
+        assert summary["history"][name][:5] == pytest.approx(first["history"][name])
+    trajectory = KoopmanMonitor.load(out / "trajectory")
+    assert trajectory.weight_epochs.tolist() == list(range(7))
+    assert trajectory.scalars["loss"][1][:5] == pytest.approx(first["history"]["loss"])
+    assert summary["wall_seconds"] > first["wall_seconds"]
+    capsys.readouterr()
+    assert main([*common, "--epochs", "7", "--resume", "--seed", "3"]) == 2
+    assert "--seed 0 (now 3)" in _one_error_line(capsys, "mnist")
+    assert main(["mnist", "--init", "he", "--epochs", "1", "--resume",
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "holds no run" in _one_error_line(capsys, "mnist")
+
+
 @pytest.mark.parametrize("command, options", [
     ("mnist", ["--init", "--epochs", "--out", "--subset", "--data-dir", "--fashion",
-               "--batch-size", "--seed", "--quiet", "--loss-snapshots", "--weight-snapshots"]),
+               "--batch-size", "--seed", "--quiet", "--loss-snapshots", "--weight-snapshots",
+               "--resume", "--overwrite"]),
     ("analyze", ["--observable", "--snapshots", "--window", "--delays", "--tol", "--json"]),
     ("plot", ["--out", "--loss-snapshots", "--weight-snapshots", "--observables"]),
 ])

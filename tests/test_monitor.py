@@ -401,3 +401,86 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     mirrored = np.array(out["mirrored"]["eigs"]) @ [1, 1j]
     assert match_error(single, mirrored) < 1e-5
     assert (tmp_path / "mirrored" / "trajectory.json").is_file()  # the chief wrote its record
+
+
+# ---------------------------------------------------------------------- resuming a record
+class _Interrupt(keras.callbacks.Callback):
+    """Raise after ``at`` completed epochs, as a killed or pre-empted job would stop."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.at:
+            raise KeyboardInterrupt(f"interrupted after epoch {self.at}")
+
+
+def _momentum_model(eta, seed=1):
+    model = linear_model(5, eta, seed=seed)
+    # momentum: the optimizer has state, which BackupAndRestore must bring back
+    model.compile(keras.optimizers.SGD(learning_rate=eta, momentum=0.5), "mse")
+    return model
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
+    """Killed after epoch 4's snapshot but before its checkpoint: the record is cut back to
+    epoch 3, training resumes there, and record and spectra equal an uninterrupted run's."""
+    X, y, eta, _ = regression_problem()
+    fit = dict(batch_size=len(X), epochs=8, shuffle=False, verbose=0)
+    options = dict(observables=("weights", "loss"), analyze_at=(6, 8))
+    straight = KoopmanMonitor(storage=tmp_path / "straight", **options)
+    _momentum_model(eta).fit(X, y, callbacks=[straight], **fit)
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    first = KoopmanMonitor(storage=tmp_path / "resumed", resume=True, **options)
+    with pytest.raises(KeyboardInterrupt):
+        # monitor, then the interruption, then the checkpoint: epoch 4 is recorded, not saved
+        _momentum_model(eta).fit(X, y, callbacks=[first, _Interrupt(4), backup], **fit)
+    assert TrainingTrajectory.load(tmp_path / "resumed").weight_epochs.tolist() == [0, 1, 2, 3, 4]
+
+    second = KoopmanMonitor(storage=tmp_path / "resumed", resume=True, **options)
+    _momentum_model(eta, seed=99).fit(X, y, callbacks=[second, backup], **fit)
+    a, b = TrainingTrajectory.load(tmp_path / "straight"), TrainingTrajectory.load(tmp_path / "resumed")
+    assert b.weight_epochs.tolist() == list(range(9))
+    np.testing.assert_allclose(b.weights, a.weights, atol=1e-6)
+    np.testing.assert_allclose(b.scalars["loss"][0], a.scalars["loss"][0])
+    np.testing.assert_allclose(b.scalars["loss"][1], a.scalars["loss"][1], rtol=1e-5)
+    assert [x.last_epoch for x in second.analyses if x.observable == "weights"] == [6, 8]
+    last = [x for x in second.analyses if x.observable == "weights"][-1]
+    ref = [x for x in straight.analyses if x.observable == "weights"][-1]
+    assert match_error(last.eigenvalues, ref.eigenvalues) < 1e-4
+
+
+def test_resume_rejects_a_record_of_another_run(tmp_path):
+    X, y, eta, _ = regression_problem()
+    KoopmanMonitor(storage=tmp_path / "rec", observables=("weights", "loss"))
+    linear_model(5, eta).fit(X, y, batch_size=len(X), epochs=3, shuffle=False, verbose=0,
+                             callbacks=[KoopmanMonitor(storage=tmp_path / "rec", observables=("weights", "loss"))])
+    other = linear_model(5, eta, seed=7)  # different weights at the resume epoch
+    monitor = KoopmanMonitor(storage=tmp_path / "rec", resume=True, observables=("weights", "loss"))
+    with pytest.raises(ValueError, match="storage: the snapshot of epoch 3"):
+        other.fit(X, y, batch_size=len(X), epochs=5, initial_epoch=3, verbose=0, callbacks=[monitor])
+    wider = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)])
+    wider.compile("sgd", "mse")
+    monitor = KoopmanMonitor(storage=tmp_path / "rec", resume=True, observables=("weights", "loss"))
+    with pytest.raises(ValueError, match="storage: .* holds 7 features"):
+        wider.fit(X, np.hstack([y, y]), epochs=1, verbose=0, callbacks=[monitor])
+
+
+def test_resume_from_epoch_zero_or_an_empty_folder_starts_afresh(tmp_path):
+    X, y, eta, _ = regression_problem()
+    fit = dict(batch_size=len(X), epochs=3, shuffle=False, verbose=0)
+    for _ in range(2):  # the second run starts at epoch 0: the old record is cut to nothing
+        monitor = KoopmanMonitor(storage=tmp_path / "rec", resume=True, observables=("weights", "loss"))
+        linear_model(5, eta).fit(X, y, callbacks=[monitor], **fit)
+        record = TrainingTrajectory.load(tmp_path / "rec")
+        assert record.weight_epochs.tolist() == [0, 1, 2, 3]
+        assert record.scalars["loss"][0].tolist() == [1, 2, 3]
+
+
+def test_resume_arguments_are_checked():
+    with pytest.raises(ValueError, match="resume=True needs storage"):
+        KoopmanMonitor(resume=True)
+    with pytest.raises(TypeError, match="resume must be True or False"):
+        KoopmanMonitor(storage="x", resume="yes")
