@@ -34,6 +34,7 @@ from keras_koopman.tuner import (KoopmanPruning, KoopmanPruningMixin, PruningRul
                                  koopman_forecast, with_koopman_pruning)
 from keras_koopman.plotting import plot_spectrum, plot_training_report, spectrum_png
 from keras_koopman.analysis import KoopmanAnalysis, analyze_series, analyze_weights
+from keras_koopman.magnitude_pruning import apply_masks, koopman_magnitude_masks, magnitude_masks
 from keras_koopman.monitor import KoopmanMonitor
 from keras_koopman.sketch import SparseSignSketch
 from keras_koopman.trajectory import TrainingTrajectory

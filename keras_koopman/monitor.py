@@ -480,6 +480,58 @@ class KoopmanMonitor(keras.callbacks.Callback):
             singular_values=compressed.singular_values.copy(), t_end=compressed.t_end,
             real_data=compressed.real_data)
 
+    def fixed_point_estimate(self, analysis: KoopmanAnalysis | None = None, *,
+                             delta: float | None = None) -> np.ndarray:
+        """The weights that training is converging to, from the ``λ ≈ 1`` Koopman modes.
+
+        The weight trajectory's decomposition ``x_t = Σ_j φ_j α_j λ_jᵗ`` (Eq. (2)) splits
+        into modes that persist (``|λ_j − 1| <= delta``) and modes that decay; the estimate is
+        the persistent part at the end of the window, ``Re Σ_{|λ_j − 1| <= δ} φ_j α_j λ_j^{t_end}``,
+        divided by its constant-observable coordinate (which is 1 on the data) when
+        ``augment_constant`` is on.  Without the constant, a trajectory with no mode near 1
+        decays to zero, and the estimate is zero.  For gradient descent on a quadratic it is the minimiser
+        (tested), and at convergence it is the current weights, which is why pruning by its
+        magnitudes (Redman et al., ICLR 2022; :func:`~keras_koopman.koopman_magnitude_masks`)
+        reduces to magnitude pruning there.
+
+        Parameters
+        ----------
+        analysis : KoopmanAnalysis, optional
+            A weights analysis of this monitor (default: the latest).
+        delta : float, optional
+            Distance to 1 below which a mode counts as persistent (default: the monitor's).
+
+        Returns
+        -------
+        ndarray, shape (n_weights,)
+            Flattened trainable weights in ``model.trainable_variables`` order, float64.
+
+        Raises
+        ------
+        RuntimeError
+            With a sketch (``max_dim``), which does not map back to weights; with the
+            constant observable, when the modes near 1 do not carry it; or with no weights
+            analysis.
+
+        Cost: that of :meth:`weight_modes` (``O(n T k)``).
+        """
+        if self._sketch is not None:
+            raise RuntimeError("fixed_point_estimate needs the full weights; this monitor "
+                               f"recorded a max_dim={self.max_dim} sketch")
+        delta = self.delta if delta is None else float(delta)
+        modes = self.weight_modes(analysis)
+        near = np.abs(modes.eigenvalues - 1.0) <= delta
+        persistent = modes.modes[:, near] @ (modes.amplitudes[near]
+                                             * modes.eigenvalues[near] ** modes.t_end)
+        estimate = np.real(persistent)
+        if self.augment_constant:
+            if abs(estimate[-1]) < 0.5:
+                raise RuntimeError(f"no fixed point: the Koopman modes within delta={delta:g} "
+                                   "of 1 do not carry the constant observable (coordinate "
+                                   f"{estimate[-1]:.3g}, expected 1); analyse more epochs")
+            estimate = estimate[:-1] / estimate[-1]
+        return estimate
+
     # ------------------------------------------------------------------ decisions
     def is_poor_initialization(self, done: int) -> str | None:
         """The poor-initialisation rule after ``done`` completed epochs; the reason, or ``None``.
