@@ -127,6 +127,10 @@ def koopman_forecast(analysis: KoopmanAnalysis, epochs) -> np.ndarray:
     return values.astype(np.float64)
 
 
+#: First completed epoch at which the forecast rule may prune (a Hankel analysis needs 4 values).
+FORECAST_FROM = 4
+
+
 class KoopmanPruning(keras.callbacks.Callback):
     """Stop a training run whose Koopman analysis shows it is not worth finishing.
 
@@ -144,8 +148,8 @@ class KoopmanPruning(keras.callbacks.Callback):
     direction : {"min", "max"}
         Whether smaller or larger objective values are better (inside a tuner: the tuner's).
     warmup : int
-        First completed epoch at which either rule may prune (at least 4: a Hankel analysis
-        needs 4 values).
+        First completed epoch at which a rule may prune (at least 2).  The forecast rule
+        starts at ``max(warmup, 4)``: its Hankel analysis needs 4 values of the objective.
     margin : float
         Relative margin of the forecast rule: prune when even the best of the observed values
         and the forecast up to the end of the budget is worse than
@@ -194,9 +198,8 @@ class KoopmanPruning(keras.callbacks.Callback):
             raise TypeError(f"objective must be a logs key (str); got {objective!r}")
         if direction not in ("min", "max"):
             raise ValueError(f"direction must be 'min' or 'max'; got {direction!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 4:
-            raise ValueError(f"warmup must be an integer >= 4 (a Hankel analysis needs 4 values); "
-                             f"got {warmup!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 2:
+            raise ValueError(f"warmup must be an integer >= 2; got {warmup!r}")
         if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
             raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
         if reference is not None and (not isinstance(reference, (int, float))
@@ -326,7 +329,7 @@ class KoopmanPruning(keras.callbacks.Callback):
         return float(ahead[-1]), float(best)
 
     def _forecast_condemns(self, done: int, best_ahead: float) -> bool:
-        if not self.forecast or self.reference is None or done < self.warmup \
+        if not self.forecast or self.reference is None or done < max(self.warmup, FORECAST_FROM) \
                 or not math.isfinite(best_ahead):
             return False
         _, observed = self.monitor.scalars.get(self.objective_name, (None, np.empty(0)))

@@ -16,6 +16,10 @@ Strategies, in one run, with the same seeds and the same grid of configurations:
                    optuna_integration.KerasPruningCallback;
 (e) ``threshold``  GridSearch with the simplest baseline: stop when, after W epochs, the loss is
                    still >= f x its first-epoch value (or non-finite);
+(f) ``default``    SpectralGridSearch with KoopmanPruning's defaults (the monitor's default
+                   poor-initialisation rule, "loss": loss still >= 0.5 x its first value) and
+                   ``--default-warmup`` (2): the forecast rule from epoch 4;
+(g) ``threshold2`` the baseline (e) from epoch ``--default-warmup`` on;
 and, with ``--ablations``, two variants of (b): ``spectral-init`` (poor-initialisation rule
 only) and ``forecast`` (forecast rule only).
 
@@ -164,6 +168,12 @@ def keras_tuner_search(kind, args, seed, data, grid, workdir):
     elif kind == "threshold":
         tuner = keras_tuner.GridSearch(hypermodel, **common)
         callbacks = [LossThreshold(args.warmup, args.threshold_fraction)]
+    elif kind == "threshold2":
+        tuner = keras_tuner.GridSearch(hypermodel, **common)
+        callbacks = [LossThreshold(args.default_warmup, args.threshold_fraction)]
+    elif kind == "default":
+        pruning = KoopmanPruning(warmup=args.default_warmup, margin=args.margin)
+        tuner = SpectralGridSearch(hypermodel, pruning=pruning, **common)
     elif kind == "hyperband":
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=3,
                                       hyperband_iterations=1, seed=seed, **common)
@@ -244,6 +254,10 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=12, help="epoch budget per trial")
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--margin", type=float, default=0.1)
+    parser.add_argument("--default-warmup", type=int, default=2,
+                        help="warm-up of the 'default' and 'threshold2' strategies")
+    parser.add_argument("--strategies", nargs="+",
+                        help="run only these (and 'none', the reference), e.g. default hyperband")
     parser.add_argument("--threshold-fraction", type=float, default=0.9)
     parser.add_argument("--poor-factor", type=float, default=1.5)
     parser.add_argument("--train", type=int, default=600)
@@ -255,7 +269,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     GRID_IN_USE = QUICK_GRID if args.quick else GRID
-    strategies = ["none", "spectral", "hyperband", "median", "threshold"]
+    strategies = ["none", "spectral", "hyperband", "median", "threshold", "default", "threshold2"]
+    if args.strategies:
+        unknown = set(args.strategies) - set(strategies) - {"spectral-init", "forecast"}
+        if unknown:
+            parser.error(f"--strategies: unknown {sorted(unknown)}")
+        strategies = ["none"] + [k for k in args.strategies if k != "none"]
     if args.ablations:
         strategies += ["spectral-init", "forecast"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)

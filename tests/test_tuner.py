@@ -111,6 +111,18 @@ def test_forecast_rule_prunes_only_against_a_better_reference():
     assert np.all(np.isnan(forecasts[:2])) and np.all(np.isfinite(forecasts[3:-1]))
 
 
+def test_short_warmup_prunes_by_the_loss_rule_but_forecasts_only_from_epoch_4():
+    """warmup=2: the (default) loss rule may prune a stagnating run at epoch 2; the forecast
+    rule, which needs 4 values, never prunes before epoch 4."""
+    stagnating = KoopmanPruning(warmup=2)
+    history = fit(1e-5, stagnating)
+    assert stagnating.rule is PruningRule.POOR_INITIALIZATION and stagnating.pruned_epoch == 2
+    assert "loss" in stagnating.reason and len(history.epoch) == 2
+    slow = KoopmanPruning(warmup=2, reference=0.2, poor_init=False)
+    history = fit(0.01, slow)
+    assert slow.rule is PruningRule.FORECAST and slow.pruned_epoch == 4
+
+
 def test_divergence_is_pruned_at_once_even_before_the_warmup():
     callback = KoopmanPruning(warmup=6)
     history = fit(1e4, callback)  # the loss overflows within a few epochs
@@ -138,7 +150,7 @@ def test_callback_configuration_and_errors():
     assert "val_mae" in callback.monitor.observables
     clone = copy.deepcopy(callback)  # keras-tuner deep-copies callbacks for every trial
     assert clone.monitor is not callback.monitor and clone.get_config() == config
-    for kwargs, name in [({"warmup": 3}, "warmup"), ({"direction": "up"}, "direction"),
+    for kwargs, name in [({"warmup": 1}, "warmup"), ({"direction": "up"}, "direction"),
                          ({"margin": -0.1}, "margin"), ({"restarts": -1}, "restarts"),
                          ({"reference": float("nan")}, "reference"),
                          ({"monitor_options": {"analyze_every": 2}}, "monitor_options")]:
