@@ -117,8 +117,9 @@ def overhead(args) -> None:
         return timed(lambda: model.fit(x, y, batch_size=64, epochs=1, verbose=0))
 
     def phase(name):
+        pairs = args.early_pairs if name == "early" and args.early_pairs else args.pairs
         with_t, without_t = [], []
-        for i in range(args.pairs):
+        for i in range(pairs):
             if i % 2 == 0:
                 with_t.append(epoch_with())
                 without_t.append(epoch_without())
@@ -126,7 +127,7 @@ def overhead(args) -> None:
                 without_t.append(epoch_without())
                 with_t.append(epoch_with())
         with_t, without_t = np.array(with_t), np.array(without_t)  # (pairs, [wall, cpu])
-        epochs = range(state["done"] - args.pairs + 1, state["done"] + 1)
+        epochs = range(state["done"] - pairs + 1, state["done"] + 1)
         hooks = np.array([hook[e] for e in epochs])
         record = np.median([hook[e] for e in epochs if e % 10 != 0], axis=0)
         analysis = [hook[e] for e in epochs if e % 10 == 0]
@@ -167,7 +168,8 @@ def overhead(args) -> None:
     scratch_s, scratch_cpu = time.perf_counter() - start, time.process_time() - cpu
 
     print(f"\npaper CNN (65,558 weights), {args.images} MNIST images, batch 64, Adam; "
-          f"{args.pairs} interleaved epoch pairs per phase; each cell wall / CPU (process time)")
+          f"{args.early_pairs or args.pairs} (early) and {args.pairs} (late) interleaved epoch pairs; "
+          "each cell wall / CPU (process time)")
     print("phase  snapshots  epoch w/o (s)    fit ratio w/ ÷ w/o  paired median    hook/epoch (s)"
           "   1 + hook/epoch   record (s)      analysis (s)")
     for r in rows:
@@ -358,6 +360,8 @@ def main(argv=None) -> None:
     parser.add_argument("part", choices=("overhead", "memory", "memory-one", "sketch"))
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--early-pairs", type=int, default=None,
+                        help="overhead: epoch pairs of the early phase (default: --pairs)")
     parser.add_argument("--late", type=int, default=500, help="overhead: snapshots stored before the late phase")
     parser.add_argument("--max-dim", type=int, nargs="+", default=[16_384])
     parser.add_argument("--epochs", type=int, default=1000)
