@@ -6,7 +6,7 @@ module adds pruning to any tuner with one line::
 
     SpectralRandomSearch = with_koopman_pruning(keras_tuner.RandomSearch)
     tuner = SpectralRandomSearch(build_model, objective="val_loss", max_trials=20,
-                                 pruning=KoopmanPruning(warmup=4, margin=0.1))
+                                 pruning=KoopmanPruning(warmup=2, margin=0.1))
 
 Every trial's ``fit`` gets a :class:`KoopmanPruning` callback, which runs a
 :class:`~keras_koopman.KoopmanMonitor` (DMD_RRR of the weights and of the loss curves, the
@@ -47,6 +47,7 @@ __all__ = [
     "KoopmanPruning",
     "KoopmanPruningMixin",
     "PRUNING_KEYS",
+    "PRUNING_MONITOR_DEFAULTS",
     "PruningRule",
     "SpectralBayesianOptimization",
     "SpectralGridSearch",
@@ -59,6 +60,12 @@ __all__ = [
 
 #: ``logs`` keys (and trial metrics) written by :class:`KoopmanPruning` every epoch
 PRUNING_KEYS = ("pruned", "pruned_epoch", "pruned_rule", "pruning_forecast", "pruning_restarts")
+
+#: KoopmanPruning's defaults for the monitor's poor-initialisation rule, chosen by
+#: scripts/bench_pruning.py (docs/benchmarks.md): the loss rule with ratio 0.9, i.e. a trial is
+#: pruned once its loss is still >= 0.9 x its first-epoch value, at any epoch from ``warmup``.
+#: The monitor's own 0.5 (calibrated at epochs 2-5 after a start) pruned good trials in searches.
+PRUNING_MONITOR_DEFAULTS = {"poor_init_rule": "loss", "loss_ratio": 0.9}
 
 # monitor arguments KoopmanPruning sets itself
 _MANAGED = ("observables", "analyze_every", "analyze_at", "on_poor_initialization",
@@ -148,7 +155,7 @@ class KoopmanPruning(keras.callbacks.Callback):
     direction : {"min", "max"}
         Whether smaller or larger objective values are better (inside a tuner: the tuner's).
     warmup : int
-        First completed epoch at which a rule may prune (at least 2).  The forecast rule
+        First completed epoch at which a rule may prune (default 2, at least 2).  The forecast rule
         starts at ``max(warmup, 4)``: its Hankel analysis needs 4 values of the objective.
     margin : float
         Relative margin of the forecast rule: prune when even the best of the observed values
@@ -171,8 +178,9 @@ class KoopmanPruning(keras.callbacks.Callback):
         First re-initialisation seed.
     monitor_options : mapping, optional
         Further :class:`~keras_koopman.KoopmanMonitor` arguments: which poor-initialisation
-        rule (``poor_init_rule``: ``"loss"``, ``"spectral"`` or ``"either"``; the monitor's
-        default otherwise) and its thresholds (``loss_ratio``, ``stagnation_threshold``,
+        rule (``poor_init_rule``: ``"loss"``, ``"spectral"`` or ``"either"``; default
+        :data:`PRUNING_MONITOR_DEFAULTS`, the loss rule with ``loss_ratio=0.9``) and its
+        thresholds (``loss_ratio``, ``stagnation_threshold``,
         ``high_loss_fraction``, ``growth_threshold``, ``check_budget``), or ``delays``,
         ``window``, ``max_dim``.  ``observables``, ``analyze_every``, ``analyze_at``,
         ``on_poor_initialization``, ``poor_init_epochs``, ``max_restarts``, ``restart_seed``
@@ -188,7 +196,7 @@ class KoopmanPruning(keras.callbacks.Callback):
         Outcome of the last ``fit``.
     """
 
-    def __init__(self, objective: str | None = None, *, direction: str = "min", warmup: int = 4,
+    def __init__(self, objective: str | None = None, *, direction: str = "min", warmup: int = 2,
                  margin: float = 0.1, reference: float | None = None, poor_init: bool = True,
                  poor_init_until: int | None = None, forecast: bool = True, restarts: int = 0,
                  restart_seed: int = 1, monitor_options: Mapping | None = None,
@@ -257,7 +265,7 @@ class KoopmanPruning(keras.callbacks.Callback):
                               on_poor_initialization=action,
                               poor_init_epochs=(self.warmup, until), max_restarts=self.restarts,
                               restart_seed=self.restart_seed, keep_modes=True,
-                              **self.monitor_options)
+                              **{**PRUNING_MONITOR_DEFAULTS, **self.monitor_options})
 
     def _clear(self) -> None:
         self.pruned = False

@@ -172,7 +172,9 @@ def keras_tuner_search(kind, args, seed, data, grid, workdir):
         tuner = keras_tuner.GridSearch(hypermodel, **common)
         callbacks = [LossThreshold(args.default_warmup, args.threshold_fraction)]
     elif kind == "default":
-        pruning = KoopmanPruning(warmup=args.default_warmup, margin=args.margin)
+        options = {} if args.loss_ratio is None else {"loss_ratio": args.loss_ratio}
+        pruning = KoopmanPruning(warmup=args.default_warmup, margin=args.margin,
+                                 monitor_options=options)
         tuner = SpectralGridSearch(hypermodel, pruning=pruning, **common)
     elif kind == "hyperband":
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=3,
@@ -256,6 +258,8 @@ def main(argv=None):
     parser.add_argument("--margin", type=float, default=0.1)
     parser.add_argument("--default-warmup", type=int, default=2,
                         help="warm-up of the 'default' and 'threshold2' strategies")
+    parser.add_argument("--loss-ratio", type=float, default=None,
+                        help="loss_ratio of the 'default' strategy's rule (default: KoopmanPruning's)")
     parser.add_argument("--strategies", nargs="+",
                         help="run only these (and 'none', the reference), e.g. default hyperband")
     parser.add_argument("--threshold-fraction", type=float, default=0.9)
@@ -315,7 +319,7 @@ def main(argv=None):
         }
     print_table(f"all seeds {seeds} (best = mean ratio to (a)'s best)", totals,
                 sum(len(results[s]["poor"]) for s in seeds), ratio_best=True)
-    spectral_vs_threshold(results, seeds)
+    spectral_vs_threshold(results, seeds, strategies)
     if args.json is not None:
         tmp = args.json.with_suffix(".tmp")
         tmp.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
@@ -343,26 +347,32 @@ def print_table(title, rows, n_poor, ratio_best=False):
               f"{best:>13s} {best_ratio:6.3f} {r['caught']:>5d}/{r['poor_seen']:<5d} {r['false']:12d}")
 
 
-def spectral_vs_threshold(results, seeds):
-    both = only_spectral = only_threshold = 0
-    for s in seeds:
-        spectral = set(results[s]["spectral"]["caught_set"])
-        threshold = set(results[s]["threshold"]["caught_set"])
-        both += len(spectral & threshold)
-        only_spectral += len(spectral - threshold)
-        only_threshold += len(threshold - spectral)
-    print(f"\npoor configurations caught by both spectral and threshold: {both}; "
-          f"spectral only: {only_spectral}; threshold only: {only_threshold}")
-    rules = {1: 0, 2: 0, 3: 0}
-    poor_rules = {1: 0, 2: 0, 3: 0}
-    for s in seeds:
-        poor = set(results[s]["poor"])
-        for config, rule in results[s]["spectral"]["by_rule"].items():
-            rules[rule] += 1
-            poor_rules[rule] += config in poor
-    print("spectral prunes by rule (poor among them): "
-          f"poor-initialisation {rules[1]} ({poor_rules[1]}), forecast {rules[2]} ({poor_rules[2]}), "
-          f"non-finite {rules[3]} ({poor_rules[3]})")
+def spectral_vs_threshold(results, seeds, strategies):
+    """Overlap of the poor configurations caught by the spectral strategy and the threshold
+    baseline, and the prunes of every KoopmanPruning strategy by rule."""
+    if "spectral" in strategies and "threshold" in strategies:
+        both = only_spectral = only_threshold = 0
+        for s in seeds:
+            spectral = set(results[s]["spectral"]["caught_set"])
+            threshold = set(results[s]["threshold"]["caught_set"])
+            both += len(spectral & threshold)
+            only_spectral += len(spectral - threshold)
+            only_threshold += len(threshold - spectral)
+        print(f"\npoor configurations caught by both spectral and threshold: {both}; "
+              f"spectral only: {only_spectral}; threshold only: {only_threshold}")
+    for kind in strategies:
+        if kind not in ("spectral", "default", "spectral-init", "forecast"):
+            continue
+        rules = {1: 0, 2: 0, 3: 0}
+        poor_rules = {1: 0, 2: 0, 3: 0}
+        for s in seeds:
+            poor = set(results[s]["poor"])
+            for config, rule in results[s][kind]["by_rule"].items():
+                rules[rule] += 1
+                poor_rules[rule] += config in poor
+        print(f"{kind} prunes by rule (poor among them): "
+              f"poor-initialisation {rules[1]} ({poor_rules[1]}), forecast {rules[2]} "
+              f"({poor_rules[2]}), non-finite {rules[3]} ({poor_rules[3]})")
 
 
 if __name__ == "__main__":

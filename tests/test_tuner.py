@@ -123,6 +123,23 @@ def test_short_warmup_prunes_by_the_loss_rule_but_forecasts_only_from_epoch_4():
     assert slow.rule is PruningRule.FORECAST and slow.pruned_epoch == 4
 
 
+def test_defaults_prune_a_flat_loss_at_epoch_2_but_keep_a_slower_learner():
+    """KoopmanPruning's defaults (loss rule, ratio 0.9, warm-up 2, chosen by bench_pruning.py):
+    a learning rate whose loss is still 97 % of its first value at epoch 2 is pruned there; one
+    at 83 % trains on, which the monitor's own ratio 0.5 would have pruned."""
+    default = KoopmanPruning()
+    assert default.warmup == 2 and default.monitor.loss_ratio == 0.9
+    assert default.monitor.poor_init_rule == "loss"
+    history = fit(0.003, default)
+    assert default.pruned and default.pruned_epoch == 2 and len(history.epoch) == 2
+    slower = KoopmanPruning()
+    history = fit(0.02, slower)
+    assert not slower.pruned and len(history.epoch) == EPOCHS
+    strict = KoopmanPruning(monitor_options={"loss_ratio": 0.5})
+    fit(0.02, strict)
+    assert strict.pruned and strict.pruned_epoch == 2
+
+
 def test_divergence_is_pruned_at_once_even_before_the_warmup():
     callback = KoopmanPruning(warmup=6)
     history = fit(1e4, callback)  # the loss overflows within a few epochs
