@@ -443,9 +443,14 @@ def _read_history(path: Path, epochs: int) -> dict[str, list[float]]:
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             rows[int(row["epoch"])] = row
-    names = [k for k in (next(iter(rows.values()), {}) or {}) if k != "epoch" and not k.startswith("koopman_")]
-    return {name: [float(rows[e][name]) if e in rows and rows[e].get(name) not in (None, "") else math.nan
-                   for e in range(epochs)] for name in names}
+    first = next(iter(rows.values()), {})
+    names = [k for k in first if k != "epoch" and not k.startswith("koopman_")]
+
+    def value(epoch: int, name: str) -> float:
+        text = rows.get(epoch, {}).get(name)
+        return math.nan if text in (None, "") else float(text)
+
+    return {name: [value(e, name) for e in range(epochs)] for name in names}
 
 
 def _cmd_analyze(args) -> int:

@@ -321,7 +321,10 @@ class KoopmanMonitor(keras.callbacks.Callback):
             store.append_weights(float(epoch), current)
         for column in np.asarray(store.weights()).T:
             self._qr.append(column)
-        self._segment_start = int(np.searchsorted(store.weight_epochs, self._segment_epoch))
+        # after a restart at epoch e the record holds two snapshots at e; the segment starts at
+        # the second (the re-initialised weights)
+        self._segment_start = (int(np.searchsorted(store.weight_epochs, self._segment_epoch,
+                                                   side="right")) - 1 if restarts else 0)
 
     def on_train_batch_end(self, batch, logs=None):  # replaced in __init__ when not used
         self._steps += 1

@@ -87,6 +87,7 @@ class TrajectoryStore:
                 f"storage: {path} holds {record.weights.shape[0]} features of {stored_dtype.name}; "
                 f"this model's observable has {int(n_features)} of {dtype.name}")
         metadata = dict(metadata or {})
+
         def layout(meta: dict) -> dict:
             # variable shapes (not their auto-generated names), augmentation and sketch
             view = {k: meta[k] for k in ("augment_constant", "sketch") if k in meta}
@@ -99,26 +100,20 @@ class TrajectoryStore:
             if key in old and old[key] != new[key]:
                 raise ValueError(f"storage: {path} was recorded with other {key} "
                                  f"({old[key]!r}, now {new[key]!r})")
-        store = cls.__new__(cls)
-        store.n_features = int(n_features)
-        store.dtype = dtype
-        store.metadata = {**record.metadata, **metadata}
-        store.path = Path(path) if writable else None
+        store = cls(n_features, dtype=dtype, metadata={**record.metadata, **metadata})
         store._epochs = [float(e) for e in record.weight_epochs]
         store._scalars = {name: [(float(e), float(v)) for e, v in zip(*pair)]
                           for name, pair in record.scalars.items()}
-        store._analyses = []
         store._prior_analyses = [a.to_dict() for a in record.analyses]
         store._count = record.weights.shape[1]
-        store._file = None
         if writable:
-            store._rows = np.empty((0, store.n_features), dtype=dtype)
+            store.path = Path(path)
             store._file = open(store.path / "weights.bin", "r+b")
-            store._file.truncate(store._count * store.n_features * dtype.itemsize)
+            store._file.truncate(store._count * store.n_features * store.dtype.itemsize)
             store._file.seek(0, os.SEEK_END)
             store._write_meta()
         else:
-            store._rows = np.array(record.weights.T, dtype=dtype)
+            store._rows = np.array(record.weights.T, dtype=store.dtype)
         return store
 
     def truncate(self, epoch: float) -> None:

@@ -6,7 +6,7 @@ module adds pruning to any tuner with one line::
 
     SpectralRandomSearch = with_koopman_pruning(keras_tuner.RandomSearch)
     tuner = SpectralRandomSearch(build_model, objective="val_loss", max_trials=20,
-                                 pruning=KoopmanPruning(warmup=2, margin=0.1))
+                                 pruning=KoopmanPruning())
 
 Every trial's ``fit`` gets a :class:`KoopmanPruning` callback, which runs a
 :class:`~keras_koopman.KoopmanMonitor` (DMD_RRR of the weights and of the loss curves, the

@@ -484,3 +484,34 @@ def test_resume_arguments_are_checked():
         KoopmanMonitor(resume=True)
     with pytest.raises(TypeError, match="resume must be True or False"):
         KoopmanMonitor(storage="x", resume="yes")
+
+
+def test_resume_after_a_restart_analyses_from_the_reinitialised_weights(tmp_path):
+    """A poor-initialisation restart at epoch 2 leaves two snapshots at epoch 2; a run resumed
+    there analyses from the second one (the re-drawn weights), as the uninterrupted run does."""
+    X, y, eta, _ = regression_problem()
+    fit = dict(batch_size=len(X), epochs=4, shuffle=False, verbose=0)
+    options = dict(observables=("weights", "loss"), analyze_at=(4,), on_poor_initialization="restart",
+                   poor_init_epochs=(2, 2), max_restarts=3)
+
+    def stagnating(seed=1):  # a learning rate so small that the loss rule fires at epoch 2
+        model = linear_model(5, eta, seed=seed)
+        model.compile(keras.optimizers.SGD(learning_rate=eta * 1e-3), "mse")
+        return model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        straight = KoopmanMonitor(storage=tmp_path / "straight", **options)
+        stagnating().fit(X, y, callbacks=[straight], **fit)
+        backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+        first = KoopmanMonitor(storage=tmp_path / "resumed", resume=True, **options)
+        with pytest.raises(KeyboardInterrupt):
+            stagnating().fit(X, y, callbacks=[first, _Interrupt(3), backup], **fit)
+        second = KoopmanMonitor(storage=tmp_path / "resumed", resume=True, **options)
+        stagnating(seed=99).fit(X, y, callbacks=[second, backup], **fit)
+    assert straight.restarts >= 1 and second.restarts == straight.restarts
+    a, b = straight.analyses[0], [x for x in second.analyses if x.observable == "weights"][0]
+    assert straight.analyses[0].observable == "weights"
+    assert (b.first_epoch, b.n_snapshots) == (a.first_epoch, a.n_snapshots) == (2.0, 3)
+    np.testing.assert_allclose(TrainingTrajectory.load(tmp_path / "resumed").weights,
+                               TrainingTrajectory.load(tmp_path / "straight").weights, atol=1e-6)
