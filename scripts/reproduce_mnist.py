@@ -21,8 +21,14 @@ Commands::
     # shortened: 40 epochs on 10,000 images
     python scripts/reproduce_mnist.py train --epochs 40 --subset 10000 --out runs/mnist_short
 
-    # analysis only, of run folders written by `keras-koopman mnist` or of records (below)
+    # analysis only, of run folders written by `keras-koopman mnist` or of records (below);
+    # a run still training is analysed over the epochs it has finished
     python scripts/reproduce_mnist.py analyse runs/mnist_short/he runs/mnist_short/xavier ...
+
+    # the full-set runs at the paper's own windows (40/100/500 loss values, 50/100/500 weight
+    # snapshots, those that fit plus all), figures docs/figures/mnist_full_<init>.png
+    python scripts/reproduce_mnist.py analyse runs/mnist_full/{xavier,he,normal} \
+        --counts paper --prefix mnist_full --json runs/mnist_full/results.json
 
     # TensorFlow-free recording with any Keras backend (e.g. JAX on a GPU machine): trains the
     # same network on the raw MNIST files and saves the weight trajectory compressed to its QR
@@ -34,9 +40,9 @@ Commands::
 folder that already holds a run of at least ``--epochs`` epochs is reused, an interrupted or
 shorter one is continued with ``--resume``, so the command can be rerun until it finishes) and
 then ``analyse``. ``analyse`` writes the
-report figure of each run to ``FIGDIR/mnist_<init>.png``, a termination figure to
-``FIGDIR/mnist_termination.png``, and every number to ``--json`` (default ``OUT/results.json``
-or ``runs/mnist_results.json``).
+report figure of each run to ``FIGDIR/PREFIX_<init>.png``, a termination figure to
+``FIGDIR/PREFIX_termination.png`` (``--prefix``, default ``mnist``), and every number to
+``--json`` (default ``OUT/results.json`` or ``runs/mnist_results.json``).
 """
 
 from __future__ import annotations
@@ -164,18 +170,49 @@ def load_run(path: Path) -> dict:
                                         scalars=scalars)
         source = f"record {path.name} ({config['backend']} backend)"
     else:
-        summary = json.loads((path / "summary.json").read_text())
-        config = dict(summary["config"], wall_seconds=summary["wall_seconds"],
-                      epochs_run=summary["epochs_run"])
-        history = {k: np.asarray(v, dtype=float) for k, v in summary["history"].items()}
         full = TrainingTrajectory.load(path / "trajectory")
+        summary_file = path / "summary.json"
+        if summary_file.is_file():
+            summary = json.loads(summary_file.read_text())
+            config = dict(summary["config"], wall_seconds=summary["wall_seconds"],
+                          epochs_run=summary["epochs_run"])
+            history = {k: np.asarray(v, dtype=float) for k, v in summary["history"].items()}
+            source = f"keras-koopman mnist run {path}"
+        else:
+            # A run still training (or interrupted): its settings, CSVLogger's history and the
+            # trajectory so far, cut to the epochs present in both.
+            from keras_koopman.cli import _read_history
+
+            config = json.loads((path / "run.json").read_text())
+            epochs = min(int(full.scalars["loss"][0].size), full.weights.shape[1] - 1,
+                         _csv_epochs(path / "history.csv"))
+            history = {k: np.asarray(v, dtype=float)
+                       for k, v in _read_history(path / "history.csv", epochs).items()}
+            config.update(train_examples=config.get("subset") or 60_000,
+                          test_examples=config.get("test_subset") or 10_000,
+                          epochs_run=epochs, in_progress=True)
+            full = TrainingTrajectory(
+                weights=full.weights[:, :epochs + 1], weight_epochs=full.weight_epochs[:epochs + 1],
+                scalars={k: (e[:epochs], v[:epochs]) for k, (e, v) in full.scalars.items()})
+            source = f"keras-koopman mnist run {path} (in progress, first {epochs} epochs)"
         n_features = full.weights.shape[0]
         factor = np.linalg.qr(np.asarray(full.weights, dtype=np.float64), mode="r")
         trajectory = TrainingTrajectory(weights=factor, weight_epochs=full.weight_epochs,
                                         scalars=full.scalars)
-        source = f"keras-koopman mnist run {path}"
     return {"path": str(path), "source": source, "config": config, "history": history,
             "trajectory": trajectory, "n_features": n_features}
+
+
+def _csv_epochs(path: Path) -> int:
+    """Number of consecutive epochs, from the first, logged in a CSVLogger file."""
+    import csv
+
+    with open(path, newline="") as handle:
+        logged = {int(row["epoch"]) for row in csv.DictReader(handle)}
+    count = 0
+    while count in logged:
+        count += 1
+    return count
 
 
 def early_stopping_epoch(val_loss: np.ndarray, patience: int) -> int | None:
@@ -226,11 +263,26 @@ def _near_zero_share(analysis) -> float:
     return float(weight[near].sum() / weight.sum()) if weight.sum() else 0.0
 
 
-def analyse_run(run: dict, figdir: Path | None) -> dict:
-    from keras_koopman.cli import draw_report, report_analyses
+def paper_counts(paper: tuple[int, ...], available: int) -> list[int]:
+    """The paper's snapshot counts that fit in ``available`` snapshots, then all of them if
+    the run is shorter than the paper's longest window."""
+    counts = [k for k in paper if k <= available]
+    return counts if available >= paper[-1] else counts + [available]
+
+
+def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
+                prefix: str = "mnist") -> dict:
+    from keras_koopman.cli import (PAPER_LOSS_SNAPSHOTS, PAPER_WEIGHT_SNAPSHOTS, draw_report,
+                                   report_analyses)
 
     trajectory, history, config = run["trajectory"], run["history"], run["config"]
-    analyses, counts = report_analyses(trajectory, n_features=run["n_features"])
+    windows = {}
+    if counts == "paper":
+        windows = {"loss_counts": paper_counts(PAPER_LOSS_SNAPSHOTS,
+                                               trajectory.scalars["loss"][1].size),
+                   "weight_counts": paper_counts(PAPER_WEIGHT_SNAPSHOTS,
+                                                 trajectory.weights.shape[1])}
+    analyses, counts = report_analyses(trajectory, n_features=run["n_features"], **windows)
     val = history["val_loss"]
     best = int(np.argmin(val)) + 1
     result = {
@@ -270,7 +322,7 @@ def analyse_run(run: dict, figdir: Path | None) -> dict:
     if figdir is not None:
         title = (f"MNIST, {config['init']} initialisation: {val.size} epochs on "
                  f"{config['train_examples']:,} images")
-        draw_report(trajectory, analyses, figdir / f"mnist_{config['init']}.png", title)
+        draw_report(trajectory, analyses, figdir / f"{prefix}_{config['init']}.png", title)
     return result
 
 
@@ -366,14 +418,14 @@ def cmd_analyse(args) -> int:
     for path in args.runs:
         started = time.perf_counter()
         run = load_run(Path(path))
-        result = analyse_run(run, figdir)
+        result = analyse_run(run, figdir, counts=args.counts, prefix=args.prefix)
         result["history_val_loss"] = run["history"]["val_loss"].tolist()
         result["history_loss"] = run["history"]["loss"].tolist()
         results.append(result)
         print(f"analysed {path} ({time.perf_counter() - started:.0f} s)", flush=True)
     print_tables(results)
     if figdir is not None:
-        termination_figure(results, figdir / "mnist_termination.png")
+        termination_figure(results, figdir / f"{args.prefix}_termination.png")
     target = Path(args.json)
     target.parent.mkdir(parents=True, exist_ok=True)
     from keras_koopman._atomic import write_json_atomic
@@ -422,8 +474,13 @@ def main(argv=None) -> int:
 
     def analysis_options(p):
         p.add_argument("--figdir", default=str(ROOT / "docs" / "figures"),
-                       help="folder for mnist_<init>.png and mnist_termination.png")
+                       help="folder for PREFIX_<init>.png and PREFIX_termination.png")
+        p.add_argument("--prefix", default="mnist", help="figure file names' start")
         p.add_argument("--no-figures", action="store_true")
+        p.add_argument("--counts", choices=("scaled", "paper"), default="scaled",
+                       help="spectra windows: the paper's snapshot counts (loss 40/100/500, "
+                            "weights 50/100/500) scaled to the run length, or those of them "
+                            "that fit plus all snapshots (default: scaled)")
 
     train = commands.add_parser("train", help="run `keras-koopman mnist` per initialisation, "
                                               "then analyse")
