@@ -222,22 +222,24 @@ def default_counts(trajectory: TrainingTrajectory, observable: str) -> tuple[int
 
 
 def report_analyses(trajectory: TrainingTrajectory, *, loss_counts=None, weight_counts=None,
-                    tol: float | None = None,
+                    tol: float | None = None, refine: bool | float = False,
                     n_features: int | None = None) -> tuple[list[KoopmanAnalysis], dict]:
     """The report's analyses (the loss row and the weights row of Figure 2) and their counts.
 
     ``loss_counts``/``weight_counts`` default to the paper's, scaled to the run
-    (:func:`scaled_snapshot_counts`); ``n_features`` is as in :func:`analyze_windows`.
+    (:func:`scaled_snapshot_counts`); ``refine`` and ``n_features`` are as in
+    :func:`analyze_windows`.
     """
     loss_counts = default_counts(trajectory, "loss") if loss_counts is None else loss_counts
     if weight_counts is None:
         weight_counts = default_counts(trajectory, "weights")
     analyses = []
     if loss_counts:
-        analyses += analyze_windows(trajectory, "loss", counts=loss_counts, tol=tol)
+        analyses += analyze_windows(trajectory, "loss", counts=loss_counts, tol=tol,
+                                    refine=refine)
     if weight_counts:
         analyses += analyze_windows(trajectory, "weights", counts=weight_counts, tol=tol,
-                                    n_features=n_features)
+                                    refine=refine, n_features=n_features)
     return analyses, {"loss": list(map(int, loss_counts)), "weights": list(map(int, weight_counts))}
 
 
@@ -390,7 +392,8 @@ def _cmd_mnist(args) -> int:
     loss_counts = [k for k in loss_counts if k <= done]
     weight_counts = [k for k in weight_counts if k <= trajectory.weights.shape[1]]
     analyses, counts = report_analyses(trajectory, loss_counts=loss_counts,
-                                       weight_counts=weight_counts, tol=args.tol)
+                                       weight_counts=weight_counts, tol=args.tol,
+                                       refine=args.refine)
     logs = _read_history(out / "history.csv", done)
     val = np.asarray(logs.get("val_loss", []), dtype=float)
     finite_val = np.where(np.isfinite(val), val, np.inf)
@@ -401,7 +404,7 @@ def _cmd_mnist(args) -> int:
             "dataset": dataset, "init": args.init, "epochs": epochs, "subset": args.subset,
             "train_examples": n_train, "test_examples": int(len(y_test)),
             "batch_size": args.batch_size, "seed": args.seed, "optimizer": "adam",
-            "learning_rate": args.learning_rate, "tol": args.tol,
+            "learning_rate": args.learning_rate, "tol": args.tol, "refine": args.refine,
             "data_dir": None if args.data_dir is None else str(Path(args.data_dir).resolve()),
             "keras_version": keras.__version__, "backend": keras.backend.backend(),
         },
@@ -461,7 +464,8 @@ def _cmd_analyze(args) -> int:
         if not counts:
             raise UsageError(f"{args.trajectory}: too few {args.observable} snapshots to analyse")
     analyses = analyze_windows(trajectory, args.observable, counts=counts or (),
-                               window=args.window, delays=args.delays, tol=args.tol)
+                               window=args.window, delays=args.delays, tol=args.tol,
+                               refine=args.refine)
     _print_table(analyses)
     if args.json is not None:
         target = Path(args.json)
@@ -483,10 +487,10 @@ def _cmd_plot(args) -> int:
         analyses = []
         if args.loss_snapshots:
             analyses += analyze_windows(trajectory, "loss", counts=args.loss_snapshots,
-                                        tol=args.tol)
+                                        tol=args.tol, refine=args.refine)
         if args.weight_snapshots:
             analyses += analyze_windows(trajectory, "weights", counts=args.weight_snapshots,
-                                        tol=args.tol)
+                                        tol=args.tol, refine=args.refine)
     elif run_dir is not None:
         summary = _read_summary(run_dir)
         analyses = [KoopmanAnalysis.from_dict(d) for d in summary.get("analyses", [])]
@@ -498,7 +502,7 @@ def _cmd_plot(args) -> int:
     elif trajectory.analyses:
         analyses = list(trajectory.analyses)
     else:
-        analyses, _ = report_analyses(trajectory, tol=args.tol)
+        analyses, _ = report_analyses(trajectory, tol=args.tol, refine=args.refine)
     if not analyses:
         raise UsageError(f"{args.source}: no analyses to draw (too few snapshots)")
     if args.observables:
@@ -661,6 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "weights being the first (default: 50 100 500, scaled to the run)")
     mnist.add_argument("--tol", type=_positive_float, metavar="T",
                        help="DMD_RRR truncation tolerance (default: float32 rounding level)")
+    mnist.add_argument("--no-refine", dest="refine", action="store_false",
+                      help="plain Ritz pairs instead of refined ones (the paper's "
+                           "DMD_RRR, default; refinement costs O(k^3) per pair)")
     resume = mnist.add_mutually_exclusive_group()
     resume.add_argument("--overwrite", action="store_true",
                         help="replace a run already in OUT")
@@ -700,6 +707,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Hankel depth for loss/val_loss (default: a third of the values)")
     analyze.add_argument("--tol", type=_positive_float, metavar="T",
                          help="DMD_RRR truncation tolerance (default: float32 rounding level)")
+    analyze.add_argument("--no-refine", dest="refine", action="store_false",
+                        help="plain Ritz pairs instead of refined ones (the paper's "
+                             "DMD_RRR, default; refinement costs O(k^3) per pair)")
     analyze.add_argument("--json", metavar="OUT",
                          help="also write the analyses (spectra and diagnostics) to this JSON "
                               "file")
@@ -724,6 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="most spectra per row (default 3)")
     plot.add_argument("--tol", type=_positive_float, metavar="T",
                       help="DMD_RRR tolerance for recomputed analyses")
+    plot.add_argument("--no-refine", dest="refine", action="store_false",
+                     help="plain Ritz pairs instead of refined ones (the paper's "
+                          "DMD_RRR, default; refinement costs O(k^3) per pair)")
     plot.add_argument("--title", help="figure title")
     plot.set_defaults(handler=_cmd_plot)
 

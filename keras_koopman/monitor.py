@@ -93,11 +93,15 @@ class KoopmanMonitor(keras.callbacks.Callback):
         Observable whose diagnostics go into ``logs`` under ``koopman_*`` and drive decisions.
     tol, refine, delta, min_importance, max_residual
         Passed to :func:`~keras_koopman.dmd_rrr` and the diagnostics.  ``refine`` defaults to
-        ``False`` (plain Ritz pairs with data-driven residuals): the diagnostics use eigenvalues
-        and importances only, and refinement tripled the analysis time at 500 snapshots
-        (``docs/benchmarks.md``).  With ``max_residual`` set it defaults to refining the pairs
-        whose importance is at least ``min_importance``.  ``delta`` and ``min_importance``
-        default to 0.01, the values chosen by the poor-initialisation study.
+        ``min_importance``: the pairs whose importance is at least ``min_importance`` are
+        refined (DMD_RRR's step 6).  On weight trajectories with as many independent
+        directions as snapshots (minibatch training) plain Ritz pairs have residuals of
+        0.3 and their importances are meaningless: the unit cluster of weights resting at a
+        fixed point under noise is 0.09 with plain pairs and 1.00 refined
+        (``scripts/reproduce_mnist.py null``, ``docs/results.md``).  Refinement costs 3.5x the
+        analysis time at 500 snapshots (``scripts/bench_monitor.py refine``);
+        ``refine=False`` saves it when no decision reads the weights' spectrum.  ``delta`` and
+        ``min_importance`` default to 0.01, the values chosen by the poor-initialisation study.
     stop_at_fixed_point : bool
         Stop training when, after ``warmup`` epochs, ``koopman_unit_cluster`` of the primary
         observable reaches ``fixed_point_threshold`` (the paper's termination criterion).
@@ -179,9 +183,7 @@ class KoopmanMonitor(keras.callbacks.Callback):
             raise ValueError(f"primary must be one of observables {self.observables}; got {primary!r}")
         self.primary = primary
         self.tol = tol
-        if refine is None:
-            refine = False if max_residual is None else min_importance
-        self.refine = refine
+        self.refine = min_importance if refine is None else refine
         self.delta = delta
         self.min_importance = min_importance
         self.max_residual = max_residual

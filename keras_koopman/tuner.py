@@ -65,7 +65,9 @@ PRUNING_KEYS = ("pruned", "pruned_epoch", "pruned_rule", "pruning_forecast", "pr
 #: scripts/bench_pruning.py (docs/benchmarks.md): the loss rule with ratio 0.9, i.e. a trial is
 #: pruned once its loss is still >= 0.9 x its first-epoch value, at any epoch from ``warmup``.
 #: The monitor's own 0.5 (calibrated at epochs 2-5 after a start) pruned good trials in searches.
-PRUNING_MONITOR_DEFAULTS = {"poor_init_rule": "loss", "loss_ratio": 0.9}
+#: No refinement: the rules read the loss and the objective's forecast, not the weights'
+#: spectrum, and the monitor analyses every epoch.
+PRUNING_MONITOR_DEFAULTS = {"poor_init_rule": "loss", "loss_ratio": 0.9, "refine": False}
 
 # monitor arguments KoopmanPruning sets itself
 _MANAGED = ("observables", "analyze_every", "analyze_at", "on_poor_initialization",

@@ -1,6 +1,6 @@
 """Benchmark ``KoopmanMonitor``: training overhead, memory with ``max_dim``, sketch spectral error.
 
-Three parts, each printing a table (recorded in ``docs/benchmarks.md``):
+Four parts, each printing a table (recorded in ``docs/benchmarks.md``):
 
 ``overhead``
     The paper's MNIST CNN (``paper_cnn``, 65,558 weights), Adam 1e-3, on the first ``--images``
@@ -31,6 +31,14 @@ Three parts, each printing a table (recorded in ``docs/benchmarks.md``):
     numpy/Python allocations traced by ``tracemalloc`` (the monitor's own arrays; TensorFlow's
     buffers are not traced), and the time of the monitor's hook per epoch, of the sketch alone
     and of the final analysis.
+``refine``
+    Cost of refinement in one analysis, the step the monitor repeats every ``analyze_every``
+    epochs: DMD_RRR of the ``k x k`` factor ``R`` of a random-walk weight trajectory (20,000
+    weights + the constant 1, float32; every snapshot a new direction, as in minibatch
+    training) and its diagnostics, with plain Ritz pairs (``refine=False``, the reference), the
+    monitor's default (pairs with importance >= ``min_importance`` = 0.01) and every pair
+    refined; CPU time (median of 3) as a ratio to the reference, and the unit cluster each
+    reading reports.
 ``sketch``
     Spectral error of ``max_dim``: a synthetic trajectory with a known spectrum,
     ``w_t = w* + Σ_j c_j Re(λ_j^t v_j)`` (t = 0 … 59, n = 200,256 weights, rounded to float32
@@ -355,9 +363,38 @@ def _sketch_row(model, kernel, bias, width, steps, traj, truth, dim, noise, refe
     return reference
 
 
+def refine_cost(args) -> None:
+    from keras_koopman import dmd_rrr
+    from keras_koopman.koopman import default_tol
+    from keras_koopman.koopman._diagnostics import diagnose
+
+    _header("refine")
+    rng = np.random.default_rng(0)
+    n = 20_000
+    readings = {"plain Ritz": False, "monitor default (0.01)": 0.01, "all pairs": True}
+    print("\nsnapshots  reading                  CPU s   ratio  unit cluster  median residual")
+    for k in args.snapshots:
+        walk = np.cumsum(rng.standard_normal((n, k)), axis=1) + 30 * rng.standard_normal((n, 1))
+        snapshots = np.vstack([walk, np.ones((1, k))]).astype(np.float32).astype(np.float64)
+        factor = np.linalg.qr(snapshots, mode="r")
+        reference = None
+        for name, refine in readings.items():
+            times = []
+            for _ in range(3):
+                start = time.process_time()
+                modes = dmd_rrr(factor, tol=default_tol(n + 1, np.float32), refine=refine)
+                diagnostics = diagnose(modes, delta=0.01, min_importance=0.01)
+                times.append(time.process_time() - start)
+            cpu = float(np.median(times))
+            reference = cpu if reference is None else reference
+            print(f"{k:9d}  {name:<23}{cpu:7.2f}{cpu / reference:8.2f}"
+                  f"{diagnostics.unit_cluster:14.2f}{np.median(modes.residuals):17.1e}",
+                  flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=("overhead", "memory", "memory-one", "sketch"))
+    parser.add_argument("part", choices=("overhead", "memory", "memory-one", "sketch", "refine"))
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--early-pairs", type=int, default=None,
@@ -368,12 +405,15 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int, default=3162, help="memory: Dense(width) on width inputs")
     parser.add_argument("--dims", type=int, nargs="+", default=[4096, 1024, 256, 64])
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 1e-3])
+    parser.add_argument("--snapshots", type=int, nargs="+", default=[100, 200, 500],
+                        help="refine: trajectory lengths")
     args = parser.parse_args(argv)
     if args.part == "memory-one":
         args.max_dim = args.max_dim[0]
         memory_one(args)
     else:
-        {"overhead": overhead, "memory": memory, "sketch": sketch_error}[args.part](args)
+        {"overhead": overhead, "memory": memory, "sketch": sketch_error,
+         "refine": refine_cost}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -228,11 +228,23 @@ def early_stopping_epoch(val_loss: np.ndarray, patience: int) -> int | None:
     return None
 
 
-def spectral_stop_curve(run: dict, observable: str) -> tuple[np.ndarray, np.ndarray]:
+def stop_settings() -> dict[str, dict]:
+    """The two readings of the spectral stop rule: ``KoopmanMonitor(stop_at_fixed_point=True)``
+    as it is by default (plain Ritz pairs), and the same with every pair refined (the paper's
+    DMD_RRR).  Thresholds are read from a default monitor so that they cannot drift."""
+    from keras_koopman.monitor import KoopmanMonitor
+
+    monitor = KoopmanMonitor()
+    common = {"delta": monitor.delta, "min_importance": monitor.min_importance}
+    return {"monitor": dict(common, refine=monitor.refine), "refined": dict(common, refine=True)}
+
+
+def spectral_stop_curve(run: dict, observable: str,
+                        options: dict) -> tuple[np.ndarray, np.ndarray]:
     """Unit cluster of ``observable`` analysed after each epoch over all snapshots so far
-    (what ``KoopmanMonitor(analyze_every=1)`` logs as ``koopman_unit_cluster``)."""
+    (what ``KoopmanMonitor(analyze_every=1, **options)`` logs as ``koopman_unit_cluster``).
+    Cost: one ``O(k³)`` analysis per epoch ``k``, plus ``O(k³)`` per refined pair."""
     from keras_koopman.analysis import analyze_series, analyze_weights
-    from keras_koopman.koopman._diagnostics import DEFAULT_MIN_IMPORTANCE
 
     trajectory = run["trajectory"]
     epochs, cluster = [], []
@@ -240,15 +252,14 @@ def spectral_stop_curve(run: dict, observable: str) -> tuple[np.ndarray, np.ndar
         factor = trajectory.weights
         for count in range(4, factor.shape[1] + 1):
             analysis = analyze_weights(factor[:count, :count], trajectory.weight_epochs[:count],
-                                       n_features=run["n_features"], keep_modes=False,
-                                       refine=DEFAULT_MIN_IMPORTANCE)
+                                       n_features=run["n_features"], keep_modes=False, **options)
             epochs.append(trajectory.weight_epochs[count - 1])
             cluster.append(analysis.diagnostics.unit_cluster)
     else:
         loss_epochs, values = trajectory.scalars[observable]
         for count in range(6, values.size + 1):
             analysis = analyze_series(values[:count], loss_epochs[:count], observable=observable,
-                                      keep_modes=False, refine=DEFAULT_MIN_IMPORTANCE)
+                                      keep_modes=False, **options)
             epochs.append(loss_epochs[count - 1])
             cluster.append(analysis.diagnostics.unit_cluster)
     return np.asarray(epochs), np.asarray(cluster)
@@ -261,6 +272,18 @@ def _near_zero_share(analysis) -> float:
     weight = analysis.importance[keep]
     near = np.abs(analysis.eigenvalues[keep]) <= NEAR_ZERO
     return float(weight[near].sum() / weight.sum()) if weight.sum() else 0.0
+
+
+def _spectrum_summary(analysis) -> dict:
+    order = np.argsort(-analysis.importance)[:5]
+    return {"observable": analysis.observable, "first_epoch": analysis.first_epoch,
+            "last_epoch": analysis.last_epoch, "n_snapshots": analysis.n_snapshots,
+            "rank": analysis.rank, "near_zero_share": _near_zero_share(analysis),
+            "median_residual": float(np.median(analysis.residuals)),
+            **{k: float(v) for k, v in analysis.diagnostics.as_logs("").items()},
+            "leading": [[float(analysis.eigenvalues[j].real), float(analysis.eigenvalues[j].imag),
+                         float(analysis.importance[j]), float(analysis.residuals[j])]
+                        for j in order]}
 
 
 def paper_counts(paper: tuple[int, ...], available: int) -> list[int]:
@@ -282,7 +305,11 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
                                                trajectory.scalars["loss"][1].size),
                    "weight_counts": paper_counts(PAPER_WEIGHT_SNAPSHOTS,
                                                  trajectory.weights.shape[1])}
-    analyses, counts = report_analyses(trajectory, n_features=run["n_features"], **windows)
+    # the paper's DMD_RRR (every Ritz pair refined) for the figure and the claims; plain Ritz
+    # pairs (the monitor's default) beside it
+    analyses, counts = report_analyses(trajectory, n_features=run["n_features"], refine=True,
+                                       **windows)
+    plain, _ = report_analyses(trajectory, n_features=run["n_features"], refine=False, **windows)
     val = history["val_loss"]
     best = int(np.argmin(val)) + 1
     result = {
@@ -296,20 +323,18 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
         "test_accuracy": {"final": float(history["val_accuracy"][-1]),
                           "at_min_ce": float(history["val_accuracy"][best - 1]),
                           "max": float(history["val_accuracy"].max())},
-        "spectra": [{"observable": a.observable, "first_epoch": a.first_epoch,
-                     "last_epoch": a.last_epoch, "n_snapshots": a.n_snapshots,
-                     "rank": a.rank, "near_zero_share": _near_zero_share(a),
-                     **{k: float(v) for k, v in a.diagnostics.as_logs("").items()},
-                     "leading": [[float(z.real), float(z.imag)] for z in a.eigenvalues[:5]]}
-                    for a in analyses],
+        "spectra": [_spectrum_summary(a) for a in analyses],
+        "spectra_plain_ritz": [_spectrum_summary(a) for a in plain],
     }
     stops = {}
-    for observable in ("weights", "loss"):
-        epochs, cluster = spectral_stop_curve(run, observable)
-        fired = np.flatnonzero((epochs >= STOP_WARMUP) & (cluster >= STOP_THRESHOLD))
-        stops[f"spectral_{observable}"] = int(epochs[fired[0]]) if fired.size else None
-        result[f"unit_cluster_{observable}"] = {"epochs": epochs.tolist(),
-                                                 "values": cluster.tolist()}
+    for reading, options in stop_settings().items():
+        for observable in ("weights", "loss"):
+            epochs, cluster = spectral_stop_curve(run, observable, options)
+            fired = np.flatnonzero((epochs >= STOP_WARMUP) & (cluster >= STOP_THRESHOLD))
+            name = f"{observable}_{reading}"
+            stops[f"spectral_{name}"] = int(epochs[fired[0]]) if fired.size else None
+            result[f"unit_cluster_{name}"] = {"epochs": epochs.tolist(),
+                                              "values": cluster.tolist()}
     for patience in PATIENCES:
         stops[f"early_stopping_{patience}"] = early_stopping_epoch(val, patience)
     stops["min_test_ce"] = best
@@ -326,20 +351,28 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
     return result
 
 
+STOP_RULES = {  # name -> (marker, label) in the termination figure and table
+    "spectral_weights_monitor": ("v", "spectral stop, weights (monitor default: plain Ritz)"),
+    "spectral_weights_refined": ("<", "spectral stop, weights (refined DMD_RRR)"),
+    "spectral_loss_monitor": ("^", "spectral stop, loss (plain Ritz)"),
+    "spectral_loss_refined": (">", "spectral stop, loss (refined DMD_RRR)"),
+    "early_stopping_5": ("s", "EarlyStopping, patience 5"),
+    "early_stopping_10": ("D", "EarlyStopping, patience 10"),
+    "min_test_ce": ("*", "minimal test cross-entropy"),
+}
+
+
 def termination_figure(results: list[dict], path: Path) -> None:
     """Test cross-entropy with each rule's stop epoch (top) and the unit cluster the spectral
-    rule reads (bottom), per initialisation."""
+    rule reads, of the weights (middle) and of the training loss (bottom), per
+    initialisation: plain Ritz pairs (the monitor's default) solid, refined pairs dashed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 6.6), layout="constrained")
+    figure = Figure(figsize=(11.5, 8.4), layout="constrained")
     FigureCanvasAgg(figure)
-    top, bottom = figure.subplots(2, 1, sharex=True)
-    markers = {"spectral_weights": ("v", "spectral stop (weights)"),
-               "spectral_loss": ("^", "spectral stop (loss)"),
-               "early_stopping_5": ("s", "EarlyStopping, patience 5"),
-               "early_stopping_10": ("D", "EarlyStopping, patience 10"),
-               "min_test_ce": ("*", "minimal test cross-entropy")}
+    top, middle, bottom = figure.subplots(3, 1, sharex=True,
+                                          gridspec_kw={"height_ratios": [1.3, 1, 1]})
     lows, highs = [], []
     for index, result in enumerate(results):
         colour = f"C{index}"
@@ -348,33 +381,33 @@ def termination_figure(results: list[dict], path: Path) -> None:
         lows.append(val.min())
         highs.append(val[val.size // 4:].max())
         top.plot(np.arange(1, val.size + 1), val, color=colour, lw=1.4, label=init)
-        for name, (marker, _) in markers.items():
+        for name, (marker, _) in STOP_RULES.items():
             stop = result["stops"].get(name)
             if stop is not None:
                 top.plot(stop["epoch"], stop["test_ce"], marker=marker, color=colour, ms=10,
                          mec="black", ls="none", zorder=5)
-        curve = result["unit_cluster_weights"]
-        bottom.plot(curve["epochs"], curve["values"], color=colour, lw=1.4,
-                    label=f"{init}: weights")
-        curve = result["unit_cluster_loss"]
-        bottom.plot(curve["epochs"], curve["values"], color=colour, lw=1.0, ls=":",
-                    label=f"{init}: loss")
-    for name, (marker, label) in markers.items():
+        for axis, observable in ((middle, "weights"), (bottom, "loss")):
+            for reading, style in (("monitor", "-"), ("refined", "--")):
+                curve = result[f"unit_cluster_{observable}_{reading}"]
+                axis.plot(curve["epochs"], curve["values"], color=colour, lw=1.2, ls=style,
+                          label=f"{init}, {'plain Ritz' if reading == 'monitor' else 'refined'}")
+    for name, (marker, label) in STOP_RULES.items():
         top.plot([], [], marker=marker, color="0.6", mec="black", ls="none", ms=9, label=label)
     top.set_ylim(0.95 * min(lows), 1.1 * max(highs))
     top.set_ylabel("test cross-entropy")
     top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    top.grid(True, color="0.92")
     top.set_title("Where training would stop: spectral criterion vs EarlyStopping vs "
                   "minimal test cross-entropy", fontsize=11)
-    bottom.axhline(STOP_THRESHOLD, color="0.4", ls="--", lw=0.8,
-                   label=f"stop threshold {STOP_THRESHOLD}")
-    bottom.axvline(STOP_WARMUP, color="0.6", ls="-.", lw=0.8, label=f"warm-up {STOP_WARMUP}")
-    bottom.set_ylim(-0.03, 1.03)
+    for axis, observable in ((middle, "weights"), (bottom, "training loss")):
+        axis.axhline(STOP_THRESHOLD, color="0.4", ls=":", lw=0.9,
+                     label=f"stop threshold {STOP_THRESHOLD}")
+        axis.axvline(STOP_WARMUP, color="0.6", ls="-.", lw=0.8, label=f"warm-up {STOP_WARMUP}")
+        axis.set_ylim(-0.03, 1.03)
+        axis.set_ylabel(f"unit cluster\n({observable})")
+        axis.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    for axis in (top, middle, bottom):
+        axis.grid(True, color="0.92")
     bottom.set_xlabel("epoch (analysis over all snapshots so far)")
-    bottom.set_ylabel("unit cluster (near 1)")
-    bottom.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    bottom.grid(True, color="0.92")
     figure.savefig(path, dpi=110)
 
 
@@ -387,27 +420,28 @@ def print_tables(results: list[dict]) -> None:
         print(f"{r['config']['init']:<8}{r['epochs_run']:>7}{t['min']:>9.4f}{t['min_epoch']:>8}"
               f"{t['final']:>9.4f}{t['rise_after_min']:>11.2f}{r['train_ce']['final']:>13.2e}"
               f"{r['test_accuracy']['final']:>11.4f}")
-    print("\nSpectra (claims 1-2: near 0 early, important eigenvalues move to 1)")
-    print(f"{'init':<8}{'observable':<10}{'epochs':>9}{'rank':>6}{'radius':>9}{'near 0':>8}"
-          f"{'near 1':>8}{'imp.':>6}  leading eigenvalues")
+    for key, reading in (("spectra", "refined DMD_RRR"), ("spectra_plain_ritz", "plain Ritz")):
+        print(f"\nSpectra, {reading} (claims 1-2: near 0 early, important eigenvalues move to 1)")
+        print(f"{'init':<8}{'observable':<10}{'epochs':>9}{'rank':>6}{'radius':>9}{'near 0':>8}"
+              f"{'near 1':>8}{'imp.':>6}{'med.res':>9}  most important (λ, importance)")
+        for r in results:
+            for s in r[key]:
+                lead = ", ".join(f"{complex(z[0], z[1]):.3f}".strip("()") + f" ({z[2]:.2f})"
+                                 for z in s["leading"][:3])
+                window = f"{s['first_epoch']:g}-{s['last_epoch']:g}"
+                print(f"{r['config']['init']:<8}{s['observable']:<10}{window:>9}{s['rank']:>6}"
+                      f"{s['spectral_radius']:>9.4f}{s['near_zero_share']:>8.3f}"
+                      f"{s['unit_cluster']:>8.3f}{int(s['n_important']):>6}"
+                      f"{s['median_residual']:>9.1e}  {lead}")
+    print("\nTermination (epoch; test cross-entropy and accuracy there; excess over the minimum)")
+    print(f"{'init':<8}{'rule':<28}{'epoch':>7}{'test CE':>10}{'excess':>9}{'test acc.':>11}")
     for r in results:
-        for s in r["spectra"]:
-            lead = ", ".join(f"{complex(*z):.3f}".strip("()") for z in s["leading"][:3])
-            window = f"{s['first_epoch']:g}-{s['last_epoch']:g}"
-            print(f"{r['config']['init']:<8}{s['observable']:<10}{window:>9}{s['rank']:>6}"
-                  f"{s['spectral_radius']:>9.4f}{s['near_zero_share']:>8.3f}"
-                  f"{s['unit_cluster']:>8.3f}{int(s['n_important']):>6}  {lead}")
-    print("\nTermination (epoch; test cross-entropy there; excess over the minimum)")
-    names = ["spectral_weights", "spectral_loss", "early_stopping_5", "early_stopping_10",
-             "min_test_ce"]
-    print(f"{'init':<8}" + "".join(f"{n:>26}" for n in names))
-    for r in results:
-        cells = []
-        for n in names:
-            s = r["stops"][n]
-            cells.append("never" if s is None else
-                         f"{s['epoch']} ({s['test_ce']:.4f}, +{s['excess_test_ce']:.4f})")
-        print(f"{r['config']['init']:<8}" + "".join(f"{c:>26}" for c in cells))
+        for name in STOP_RULES:
+            stop = r["stops"][name]
+            cells = ("never",) if stop is None else (
+                f"{stop['epoch']:>7}{stop['test_ce']:>10.4f}{stop['excess_test_ce']:>+9.4f}"
+                f"{stop['test_accuracy']:>11.4f}",)
+            print(f"{r['config']['init']:<8}{name:<28}" + (f"{cells[0]:>7}"))
 
 
 def cmd_analyse(args) -> int:
@@ -467,6 +501,49 @@ def cmd_train(args) -> int:
     return cmd_analyse(args)
 
 
+def null_trajectories(n: int, epochs: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Synthetic weight trajectories ``(n + 1, epochs + 1)`` (the last row the constant 1, as
+    in the monitor's observable) whose long-run behaviour is known."""
+    steps = np.arange(epochs + 1)
+    start = rng.standard_normal((n, 1))
+    target = rng.standard_normal((n, 1))
+    noise = 0.05 * rng.standard_normal((n, epochs + 1))
+    walk = start + 0.05 * np.cumsum(rng.standard_normal((n, epochs + 1)), axis=1)
+    converge = target + (start - target) * 0.9 ** steps
+    cases = {"random walk (no fixed point)": walk,
+             "converging, plus noise": converge + noise,
+             "at a fixed point, plus noise": target + noise}
+    return {name: np.vstack([x, np.ones((1, epochs + 1))]).astype(np.float32)
+            for name, x in cases.items()}
+
+
+def cmd_null(args) -> int:
+    """The spectral stop rule's unit cluster on trajectories with a known answer."""
+    from keras_koopman.analysis import analyze_weights
+
+    readings = stop_settings()
+    print(f"unit cluster of {args.epochs + 1} snapshots of {args.features:,} weights "
+          f"(+ constant 1), mean over seeds {list(range(args.seeds))}; stop threshold "
+          f"{STOP_THRESHOLD}")
+    print(f"{'trajectory':<32}{'plain Ritz':>12}{'refined':>12}{'refined, median residual':>27}")
+    rows = {}
+    for seed in range(args.seeds):
+        cases = null_trajectories(args.features, args.epochs, np.random.default_rng(seed))
+        for name, snapshots in cases.items():
+            values = []
+            for options in readings.values():
+                analysis = analyze_weights(snapshots.astype(np.float64),
+                                           np.arange(args.epochs + 1), keep_modes=False,
+                                           **options)
+                values.append(analysis.diagnostics.unit_cluster)
+            values.append(float(np.median(analysis.residuals)))
+            rows.setdefault(name, []).append(values)
+    for name, values in rows.items():
+        plain, refined, residual = np.mean(values, axis=0)
+        print(f"{name:<32}{plain:>12.2f}{refined:>12.2f}{residual:>27.1e}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -518,6 +595,13 @@ def main(argv=None) -> int:
                         help="stop after the last epoch that fits in this many seconds")
     record.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     record.set_defaults(handler=cmd_record)
+
+    null = commands.add_parser("null", help="the spectral stop rule on synthetic trajectories "
+                                            "with a known answer (no training)")
+    null.add_argument("--features", type=int, default=5000, help="weights per snapshot")
+    null.add_argument("--epochs", type=int, default=100)
+    null.add_argument("--seeds", type=int, default=3)
+    null.set_defaults(handler=cmd_null)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -145,13 +145,33 @@ def test_analyze_reproduces_the_saved_analyses(run_dir, summary, tmp_path, capsy
     np.testing.assert_allclose(recomputed["eigenvalues"], saved["eigenvalues"], rtol=1e-12)
 
 
+def test_analyses_refine_every_pair_unless_no_refine(run_dir, tmp_path):
+    """The CLI's spectra are the paper's DMD_RRR (refined pairs); ``--no-refine`` gives the
+    plain Ritz pairs, whose residuals are never smaller."""
+    trajectory = KoopmanMonitor.load(run_dir / "trajectory")
+    weights = np.asarray(trajectory.weights, dtype=np.float64)
+    results = {}
+    for flag, refine in (([], True), (["--no-refine"], False)):
+        out = tmp_path / f"{refine}.json"
+        assert main(["analyze", str(run_dir), "--observable", "weights", "--snapshots",
+                     str(EPOCHS + 1), "--json", str(out), *flag]) == 0
+        (results[refine],) = json.loads(out.read_text())["analyses"]
+        direct = analyze_weights(weights, trajectory.weight_epochs, keep_modes=False,
+                                 refine=refine)
+        np.testing.assert_allclose(np.sort_complex(np.asarray(results[refine]["eigenvalues"])
+                                                   @ [1, 1j]),
+                                   np.sort_complex(direct.eigenvalues), atol=1e-8)
+    assert np.max(results[True]["residuals"]) <= np.max(results[False]["residuals"]) + 1e-12
+    assert not np.allclose(results[True]["eigenvalues"], results[False]["eigenvalues"])
+
+
 def test_compressed_analysis_matches_raw_snapshots_and_the_monitor(run_dir, summary):
     """The CLI analyses the QR factor of the weights; the spectrum is that of the raw snapshots
     (analysed here directly) and of the monitor's live analysis over the same epochs."""
     trajectory = KoopmanMonitor.load(run_dir / "trajectory")
     saved = [a for a in summary["analyses"] if a["observable"] == "weights"][-1]
     raw = analyze_weights(np.asarray(trajectory.weights, dtype=np.float64),
-                          trajectory.weight_epochs, keep_modes=False)
+                          trajectory.weight_epochs, keep_modes=False, refine=True)
     live = [a for a in trajectory.analyses
             if a.observable == "weights" and a.last_epoch == saved["last_epoch"]]
     assert len(live) == 1
@@ -242,9 +262,10 @@ def test_resume_continues_a_finished_run_and_checks_its_settings(tmp_path, capsy
 @pytest.mark.parametrize("command, options", [
     ("mnist", ["--init", "--epochs", "--out", "--subset", "--data-dir", "--fashion",
                "--batch-size", "--seed", "--quiet", "--loss-snapshots", "--weight-snapshots",
-               "--resume", "--overwrite"]),
-    ("analyze", ["--observable", "--snapshots", "--window", "--delays", "--tol", "--json"]),
-    ("plot", ["--out", "--loss-snapshots", "--weight-snapshots", "--observables"]),
+               "--resume", "--overwrite", "--no-refine"]),
+    ("analyze", ["--observable", "--snapshots", "--window", "--delays", "--tol", "--json",
+                 "--no-refine"]),
+    ("plot", ["--out", "--loss-snapshots", "--weight-snapshots", "--observables", "--no-refine"]),
 ])
 def test_help_lists_every_option(command, options, capsys):
     assert main([command, "--help"]) == 0
