@@ -229,14 +229,15 @@ def early_stopping_epoch(val_loss: np.ndarray, patience: int) -> int | None:
 
 
 def stop_settings() -> dict[str, dict]:
-    """The two readings of the spectral stop rule: ``KoopmanMonitor(stop_at_fixed_point=True)``
-    as it is by default (plain Ritz pairs), and the same with every pair refined (the paper's
-    DMD_RRR).  Thresholds are read from a default monitor so that they cannot drift."""
+    """The readings of the spectral stop rule ``KoopmanMonitor(stop_at_fixed_point=True)``:
+    as the monitor is by default (the pairs with importance >= ``min_importance`` refined) and
+    with plain Ritz pairs (``refine=False``).  Thresholds are read from a default monitor so
+    that they cannot drift."""
     from keras_koopman.monitor import KoopmanMonitor
 
     monitor = KoopmanMonitor()
     common = {"delta": monitor.delta, "min_importance": monitor.min_importance}
-    return {"monitor": dict(common, refine=monitor.refine), "refined": dict(common, refine=True)}
+    return {"monitor": dict(common, refine=monitor.refine), "plain": dict(common, refine=False)}
 
 
 def spectral_stop_curve(run: dict, observable: str,
@@ -352,10 +353,10 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
 
 
 STOP_RULES = {  # name -> (marker, label) in the termination figure and table
-    "spectral_weights_monitor": ("v", "spectral stop, weights (monitor default: plain Ritz)"),
-    "spectral_weights_refined": ("<", "spectral stop, weights (refined DMD_RRR)"),
-    "spectral_loss_monitor": ("^", "spectral stop, loss (plain Ritz)"),
-    "spectral_loss_refined": (">", "spectral stop, loss (refined DMD_RRR)"),
+    "spectral_weights_monitor": ("v", "spectral stop, weights (monitor default: refined)"),
+    "spectral_weights_plain": ("<", "spectral stop, weights (plain Ritz pairs)"),
+    "spectral_loss_monitor": ("^", "spectral stop, loss (monitor default: refined)"),
+    "spectral_loss_plain": (">", "spectral stop, loss (plain Ritz pairs)"),
     "early_stopping_5": ("s", "EarlyStopping, patience 5"),
     "early_stopping_10": ("D", "EarlyStopping, patience 10"),
     "min_test_ce": ("*", "minimal test cross-entropy"),
@@ -365,7 +366,7 @@ STOP_RULES = {  # name -> (marker, label) in the termination figure and table
 def termination_figure(results: list[dict], path: Path) -> None:
     """Test cross-entropy with each rule's stop epoch (top) and the unit cluster the spectral
     rule reads, of the weights (middle) and of the training loss (bottom), per
-    initialisation: plain Ritz pairs (the monitor's default) solid, refined pairs dashed."""
+    initialisation: the monitor's default (refined pairs) solid, plain Ritz pairs dashed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -387,10 +388,10 @@ def termination_figure(results: list[dict], path: Path) -> None:
                 top.plot(stop["epoch"], stop["test_ce"], marker=marker, color=colour, ms=10,
                          mec="black", ls="none", zorder=5)
         for axis, observable in ((middle, "weights"), (bottom, "loss")):
-            for reading, style in (("monitor", "-"), ("refined", "--")):
+            for reading, style in (("monitor", "-"), ("plain", "--")):
                 curve = result[f"unit_cluster_{observable}_{reading}"]
                 axis.plot(curve["epochs"], curve["values"], color=colour, lw=1.2, ls=style,
-                          label=f"{init}, {'plain Ritz' if reading == 'monitor' else 'refined'}")
+                          label=f"{init}, {'refined' if reading == 'monitor' else 'plain Ritz'}")
     for name, (marker, label) in STOP_RULES.items():
         top.plot([], [], marker=marker, color="0.6", mec="black", ls="none", ms=9, label=label)
     top.set_ylim(0.95 * min(lows), 1.1 * max(highs))
@@ -521,26 +522,29 @@ def cmd_null(args) -> int:
     """The spectral stop rule's unit cluster on trajectories with a known answer."""
     from keras_koopman.analysis import analyze_weights
 
-    readings = stop_settings()
+    settings = stop_settings()
+    readings = [settings["plain"], settings["monitor"], dict(settings["monitor"], refine=True)]
     print(f"unit cluster of {args.epochs + 1} snapshots of {args.features:,} weights "
           f"(+ constant 1), mean over seeds {list(range(args.seeds))}; stop threshold "
           f"{STOP_THRESHOLD}")
-    print(f"{'trajectory':<32}{'plain Ritz':>12}{'refined':>12}{'refined, median residual':>27}")
+    print(f"{'trajectory':<32}{'plain Ritz':>12}{'monitor (refine=' + str(readings[1]['refine']) + ')':>24}"
+          f"{'all refined':>13}{'median residual, plain / all refined':>40}")
     rows = {}
     for seed in range(args.seeds):
         cases = null_trajectories(args.features, args.epochs, np.random.default_rng(seed))
         for name, snapshots in cases.items():
-            values = []
-            for options in readings.values():
+            values, residuals = [], []
+            for options in readings:
                 analysis = analyze_weights(snapshots.astype(np.float64),
                                            np.arange(args.epochs + 1), keep_modes=False,
                                            **options)
                 values.append(analysis.diagnostics.unit_cluster)
-            values.append(float(np.median(analysis.residuals)))
-            rows.setdefault(name, []).append(values)
+                residuals.append(float(np.median(analysis.residuals)))
+            rows.setdefault(name, []).append(values + [residuals[0], residuals[-1]])
     for name, values in rows.items():
-        plain, refined, residual = np.mean(values, axis=0)
-        print(f"{name:<32}{plain:>12.2f}{refined:>12.2f}{residual:>27.1e}")
+        plain, monitor, refined, res_plain, res_refined = np.mean(values, axis=0)
+        print(f"{name:<32}{plain:>12.2f}{monitor:>24.2f}{refined:>13.2f}"
+              f"{f'{res_plain:.1e} / {res_refined:.1e}':>40}")
     return 0
 
 
