@@ -303,6 +303,10 @@ class KoopmanMonitor(keras.callbacks.Callback):
         store.metadata["restart_epochs"] = restarts
         self.restarts = len(restarts)
         self._segment_epoch = restarts[-1] if restarts else 0.0
+        # the logs carry the latest analysis's diagnostics, as they would have without the break
+        primary = [a for a in store.prior_analyses if a.observable == self.primary]
+        if primary:
+            self._set_latest(primary[-1].diagnostics)
         if "weights" not in self.observables:
             return
         epochs = store.weight_epochs
@@ -417,13 +421,7 @@ class KoopmanMonitor(keras.callbacks.Callback):
             self._store.set_analyses(self.analyses)
         for analysis in new:
             if analysis.observable == self.primary:
-                diag = analysis.diagnostics
-                self._latest.update({
-                    "koopman_unit_cluster": diag.unit_cluster,
-                    "koopman_spectral_radius": diag.spectral_radius,
-                    "koopman_growing": diag.growing,
-                    "koopman_epochs_to_converge": diag.epochs_to_converge,
-                })
+                self._set_latest(analysis.diagnostics)
             if self.verbose:
                 d = analysis.diagnostics
                 print(f"KoopmanMonitor: epoch {done}: {analysis.observable}: rank {analysis.rank}, "
@@ -431,6 +429,15 @@ class KoopmanMonitor(keras.callbacks.Callback):
                       f"growing {d.growing:.3f}, epochs to converge {d.epochs_to_converge:.1f}")
             if self._writer is not None:
                 self._log_image(analysis, done)
+
+    def _set_latest(self, diag) -> None:
+        """Log the spectral diagnostics of the primary observable's latest analysis."""
+        self._latest.update({
+            "koopman_unit_cluster": diag.unit_cluster,
+            "koopman_spectral_radius": diag.spectral_radius,
+            "koopman_growing": diag.growing,
+            "koopman_epochs_to_converge": diag.epochs_to_converge,
+        })
 
     def _window_slice(self, count: int) -> slice:
         start = self._segment_start if self.window is None else max(self._segment_start, count - self.window)

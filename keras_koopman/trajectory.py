@@ -116,6 +116,11 @@ class TrajectoryStore:
             store._rows = np.array(record.weights.T, dtype=store.dtype)
         return store
 
+    @property
+    def prior_analyses(self) -> tuple[KoopmanAnalysis, ...]:
+        """The analyses a reopened record held (after :meth:`truncate`), oldest first."""
+        return tuple(KoopmanAnalysis.from_dict(a) for a in self._prior_analyses)
+
     def truncate(self, epoch: float) -> None:
         """Drop every weight snapshot, scalar value and analysis after ``epoch``."""
         keep = sum(1 for e in self._epochs if e <= epoch)

@@ -452,6 +452,42 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     assert match_error(last.eigenvalues, ref.eigenvalues) < 1e-4
 
 
+class _Logs(keras.callbacks.Callback):
+    """Keep each epoch's logs as the callbacks after the monitor see them."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen[epoch + 1] = dict(logs)
+
+
+def test_resumed_logs_carry_the_diagnostics_of_the_last_analysis(tmp_path):
+    """Between analyses the logs repeat the latest diagnostics; after a resume they still do,
+    from the analysis saved in the record before the interruption."""
+    X, y, eta, _ = regression_problem()
+    fit = dict(batch_size=len(X), epochs=8, shuffle=False, verbose=0)
+    options = dict(observables=("weights", "loss"), analyze_at=(3, 8))
+    straight_logs = _Logs()
+    straight = KoopmanMonitor(storage=tmp_path / "straight", **options)
+    _momentum_model(eta).fit(X, y, callbacks=[straight, straight_logs], **fit)
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    first = KoopmanMonitor(storage=tmp_path / "resumed", resume=True, **options)
+    with pytest.raises(KeyboardInterrupt):
+        _momentum_model(eta).fit(X, y, callbacks=[first, _Interrupt(5), backup], **fit)
+    resumed_logs = _Logs()
+    second = KoopmanMonitor(storage=tmp_path / "resumed", resume=True, **options)
+    _momentum_model(eta, seed=99).fit(X, y, callbacks=[second, resumed_logs, backup], **fit)
+    assert sorted(resumed_logs.seen) == [5, 6, 7, 8]
+    for epoch in (5, 8):
+        for key in ("koopman_unit_cluster", "koopman_spectral_radius"):
+            expected = straight_logs.seen[epoch][key]
+            assert np.isfinite(expected)
+            assert resumed_logs.seen[epoch][key] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
 def test_resume_rejects_a_record_of_another_run(tmp_path):
     X, y, eta, _ = regression_problem()
     KoopmanMonitor(storage=tmp_path / "rec", observables=("weights", "loss"))
