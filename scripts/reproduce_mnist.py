@@ -339,6 +339,7 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
     for patience in PATIENCES:
         stops[f"early_stopping_{patience}"] = early_stopping_epoch(val, patience)
     stops["min_test_ce"] = best
+    stops["max_test_accuracy"] = int(np.argmax(history["val_accuracy"])) + 1
     result["stops"] = {
         name: None if epoch is None else {
             "epoch": epoch, "test_ce": float(val[epoch - 1]),
@@ -360,6 +361,7 @@ STOP_RULES = {  # name -> (marker, label) in the termination figure and table
     "early_stopping_5": ("s", "EarlyStopping, patience 5"),
     "early_stopping_10": ("D", "EarlyStopping, patience 10"),
     "min_test_ce": ("*", "minimal test cross-entropy"),
+    "max_test_accuracy": ("P", "maximal test accuracy"),
 }
 
 

@@ -112,6 +112,8 @@ def test_analyse_reports_every_rule_on_the_run(run_dir, tmp_path, capsys):
     (result,) = json.loads(target.read_text())
     val = np.asarray(result["history_val_loss"])
     assert result["stops"]["min_test_ce"]["epoch"] == int(np.argmin(val)) + 1
+    accuracy = json.loads((run_dir / "summary.json").read_text())["history"]["val_accuracy"]
+    assert result["stops"]["max_test_accuracy"]["epoch"] == int(np.argmax(accuracy)) + 1
     for patience in repro.PATIENCES:
         stop = result["stops"][f"early_stopping_{patience}"]
         assert (None if stop is None else stop["epoch"]) == _keras_stop_epoch(val, patience)
