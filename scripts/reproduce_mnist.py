@@ -275,6 +275,17 @@ def _near_zero_share(analysis) -> float:
     return float(weight[near].sum() / weight.sum()) if weight.sum() else 0.0
 
 
+def weight_steps(trajectory) -> dict:
+    """The plain baseline for a fixed-point verdict: how far the weights move per epoch,
+    ``‖w_t − w_{t−1}‖`` and ``‖w_t‖`` (from the QR factor ``R``: ``Q`` keeps norms; the constant
+    1 of the observable cancels in the steps and adds 1 to ``‖w_t‖²``)."""
+    factor = np.asarray(trajectory.weights, dtype=np.float64)
+    steps = np.linalg.norm(np.diff(factor, axis=1), axis=0)
+    norms = np.sqrt(np.maximum(np.linalg.norm(factor, axis=0) ** 2 - 1.0, 0.0))
+    return {"epochs": trajectory.weight_epochs[1:].tolist(), "step": steps.tolist(),
+            "norm": norms[1:].tolist()}
+
+
 def _spectrum_summary(analysis) -> dict:
     order = np.argsort(-analysis.importance)[:5]
     return {"observable": analysis.observable, "first_epoch": analysis.first_epoch,
@@ -324,6 +335,7 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
         "test_accuracy": {"final": float(history["val_accuracy"][-1]),
                           "at_min_ce": float(history["val_accuracy"][best - 1]),
                           "max": float(history["val_accuracy"].max())},
+        "weight_steps": weight_steps(trajectory),
         "spectra": [_spectrum_summary(a) for a in analyses],
         "spectra_plain_ritz": [_spectrum_summary(a) for a in plain],
     }
@@ -436,6 +448,13 @@ def print_tables(results: list[dict]) -> None:
                       f"{s['spectral_radius']:>9.4f}{s['near_zero_share']:>8.3f}"
                       f"{s['unit_cluster']:>8.3f}{int(s['n_important']):>6}"
                       f"{s['median_residual']:>9.1e}  {lead}")
+    print("\nWeight steps ‖w_t − w_(t−1)‖ (a fixed point needs them to shrink) and ‖w_t‖")
+    for r in results:
+        steps = r["weight_steps"]
+        picks = [e for e in (1, 2, 5, 10, 20, 50, 100, 200, 500) if e <= len(steps["step"])]
+        picks += [] if len(steps["step"]) in picks else [len(steps["step"])]
+        print(f"{r['config']['init']:<8}" + "  ".join(
+            f"{e}: {steps['step'][e - 1]:.2f} / {steps['norm'][e - 1]:.1f}" for e in picks))
     print("\nTermination (epoch; test cross-entropy and accuracy there; excess over the minimum)")
     print(f"{'init':<8}{'rule':<28}{'epoch':>7}{'test CE':>10}{'excess':>9}{'test acc.':>11}")
     for r in results:
