@@ -310,6 +310,12 @@ def _to_jsonable(value):
 
 
 # ---------------------------------------------------------------------------- commands
+def _add_refine_option(parser) -> None:
+    parser.add_argument("--no-refine", dest="refine", action="store_false",
+                        help="plain Ritz pairs instead of refined ones (the paper's DMD_RRR, "
+                             "default; refinement costs O(k^3) per pair)")
+
+
 def _cmd_mnist(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -665,9 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "weights being the first (default: 50 100 500, scaled to the run)")
     mnist.add_argument("--tol", type=_positive_float, metavar="T",
                        help="DMD_RRR truncation tolerance (default: float32 rounding level)")
-    mnist.add_argument("--no-refine", dest="refine", action="store_false",
-                      help="plain Ritz pairs instead of refined ones (the paper's "
-                           "DMD_RRR, default; refinement costs O(k^3) per pair)")
+    _add_refine_option(mnist)
     resume = mnist.add_mutually_exclusive_group()
     resume.add_argument("--overwrite", action="store_true",
                         help="replace a run already in OUT")
@@ -707,9 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Hankel depth for loss/val_loss (default: a third of the values)")
     analyze.add_argument("--tol", type=_positive_float, metavar="T",
                          help="DMD_RRR truncation tolerance (default: float32 rounding level)")
-    analyze.add_argument("--no-refine", dest="refine", action="store_false",
-                        help="plain Ritz pairs instead of refined ones (the paper's "
-                             "DMD_RRR, default; refinement costs O(k^3) per pair)")
+    _add_refine_option(analyze)
     analyze.add_argument("--json", metavar="OUT",
                          help="also write the analyses (spectra and diagnostics) to this JSON "
                               "file")
@@ -734,9 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="most spectra per row (default 3)")
     plot.add_argument("--tol", type=_positive_float, metavar="T",
                       help="DMD_RRR tolerance for recomputed analyses")
-    plot.add_argument("--no-refine", dest="refine", action="store_false",
-                     help="plain Ritz pairs instead of refined ones (the paper's "
-                          "DMD_RRR, default; refinement costs O(k^3) per pair)")
+    _add_refine_option(plot)
     plot.add_argument("--title", help="figure title")
     plot.set_defaults(handler=_cmd_plot)
 
