@@ -440,8 +440,9 @@ def _read_wall(out: Path) -> float:
     return float(json.loads((out / "run.json").read_text()).get("wall_seconds", 0.0))
 
 
-def _read_history(path: Path, epochs: int) -> dict[str, list[float]]:
-    """Per-epoch metrics from CSVLogger's file, epochs ``1..epochs``.
+def _read_history(path: Path, epochs: int | None = None) -> dict[str, list[float]]:
+    """Per-epoch metrics from CSVLogger's file, epochs ``1..epochs`` (``None``: the epochs
+    logged without a gap from the first).
 
     A resumed run appends to the file; an epoch logged twice (logged, then interrupted before
     its checkpoint, then trained again) keeps its last row.
@@ -452,6 +453,10 @@ def _read_history(path: Path, epochs: int) -> dict[str, list[float]]:
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             rows[int(row["epoch"])] = row
+    if epochs is None:
+        epochs = 0
+        while epochs in rows:
+            epochs += 1
     first = next(iter(rows.values()), {})
     names = [k for k in first if k != "epoch" and not k.startswith("koopman_")]
 

@@ -7,7 +7,7 @@ eigenvalues start clustered near 0, (2) the important ones move to 1 as training
 point, (3) He and Xavier over-memorise (the test cross-entropy rises), and that the clustering at
 1 can serve to terminate training. This script runs the protocol and prints the numbers behind
 each claim, including where a spectral stop (``KoopmanMonitor(stop_at_fixed_point=True)``,
-analysing every epoch) would end training, against the epoch of minimal test cross-entropy and
+analysing every epoch, ``stop_patience`` 1, 2 and 3) would end training, against the epoch of minimal test cross-entropy and
 against ``keras.callbacks.EarlyStopping(monitor="val_loss")`` with patience 5 and 10, all
 computed offline from the same runs.
 
@@ -60,9 +60,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 INITS = ("xavier", "he", "normal")
 #: KoopmanMonitor's defaults for the spectral stop: warm-up epochs and unit-cluster threshold.
-STOP_WARMUP = 10
-STOP_THRESHOLD = 0.9
-PATIENCES = (5, 10)
+PATIENCES = (5, 10)  # of EarlyStopping
+STOP_PATIENCES = (1, 2, 3)  # of the spectral stop (KoopmanMonitor's stop_patience)
 #: |λ| below this counts as "near 0" in the first claim's measure.
 NEAR_ZERO = 0.5
 
@@ -184,10 +183,10 @@ def load_run(path: Path) -> dict:
             from keras_koopman.cli import _read_history
 
             config = json.loads((path / "run.json").read_text())
+            logged = _read_history(path / "history.csv")
             epochs = min(int(full.scalars["loss"][0].size), full.weights.shape[1] - 1,
-                         _csv_epochs(path / "history.csv"))
-            history = {k: np.asarray(v, dtype=float)
-                       for k, v in _read_history(path / "history.csv", epochs).items()}
+                         len(logged["loss"]))
+            history = {k: np.asarray(v[:epochs], dtype=float) for k, v in logged.items()}
             config.update(train_examples=config.get("subset") or 60_000,
                           test_examples=config.get("test_subset") or 10_000,
                           epochs_run=epochs, in_progress=True)
@@ -201,18 +200,6 @@ def load_run(path: Path) -> dict:
                                         scalars=full.scalars)
     return {"path": str(path), "source": source, "config": config, "history": history,
             "trajectory": trajectory, "n_features": n_features}
-
-
-def _csv_epochs(path: Path) -> int:
-    """Number of consecutive epochs, from the first, logged in a CSVLogger file."""
-    import csv
-
-    with open(path, newline="") as handle:
-        logged = {int(row["epoch"]) for row in csv.DictReader(handle)}
-    count = 0
-    while count in logged:
-        count += 1
-    return count
 
 
 def early_stopping_epoch(val_loss: np.ndarray, patience: int) -> int | None:
@@ -230,14 +217,37 @@ def early_stopping_epoch(val_loss: np.ndarray, patience: int) -> int | None:
 
 def stop_settings() -> dict[str, dict]:
     """The readings of the spectral stop rule ``KoopmanMonitor(stop_at_fixed_point=True)``:
-    as the monitor is by default (the pairs with importance >= ``min_importance`` refined) and
-    with plain Ritz pairs (``refine=False``).  Thresholds are read from a default monitor so
-    that they cannot drift."""
-    from keras_koopman.monitor import KoopmanMonitor
-
-    monitor = KoopmanMonitor()
+    analysis options as the monitor is by default (the pairs with importance >=
+    ``min_importance`` refined) and with plain Ritz pairs (``refine=False``).  Read from a
+    default monitor so that they cannot drift."""
+    monitor = _default_monitor()
     common = {"delta": monitor.delta, "min_importance": monitor.min_importance}
     return {"monitor": dict(common, refine=monitor.refine), "plain": dict(common, refine=False)}
+
+
+def stop_rule() -> dict:
+    """The monitor's default ``warmup`` and ``fixed_point_threshold``."""
+    monitor = _default_monitor()
+    return {"warmup": monitor.warmup, "threshold": monitor.fixed_point_threshold}
+
+
+def _default_monitor():
+    from keras_koopman.monitor import KoopmanMonitor
+
+    return KoopmanMonitor()
+
+
+def fixed_point_stop_epoch(epochs: np.ndarray, cluster: np.ndarray, patience: int,
+                           warmup: int, threshold: float) -> int | None:
+    """Epoch at which ``KoopmanMonitor(stop_at_fixed_point=True, stop_patience=patience)``
+    analysing after every epoch stops: the first epoch >= ``warmup`` that ends ``patience``
+    consecutive analyses with unit cluster >= ``threshold``."""
+    streak = 0
+    for epoch, value in zip(epochs, cluster):
+        streak = streak + 1 if np.isfinite(value) and value >= threshold else 0
+        if epoch >= warmup and streak >= patience:
+            return int(epoch)
+    return None
 
 
 def spectral_stop_curve(run: dict, observable: str,
@@ -343,9 +353,11 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
     for reading, options in stop_settings().items():
         for observable in ("weights", "loss"):
             epochs, cluster = spectral_stop_curve(run, observable, options)
-            fired = np.flatnonzero((epochs >= STOP_WARMUP) & (cluster >= STOP_THRESHOLD))
             name = f"{observable}_{reading}"
-            stops[f"spectral_{name}"] = int(epochs[fired[0]]) if fired.size else None
+            for patience in STOP_PATIENCES:
+                suffix = "" if patience == 1 else f"_p{patience}"
+                stops[f"spectral_{name}{suffix}"] = fixed_point_stop_epoch(
+                    epochs, cluster, patience, **stop_rule())
             result[f"unit_cluster_{name}"] = {"epochs": epochs.tolist(),
                                               "values": cluster.tolist()}
     for patience in PATIENCES:
@@ -366,10 +378,12 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
 
 
 STOP_RULES = {  # name -> (marker, label) in the termination figure and table
-    "spectral_weights_monitor": ("v", "spectral stop, weights (monitor default: refined)"),
-    "spectral_weights_plain": ("<", "spectral stop, weights (plain Ritz pairs)"),
-    "spectral_loss_monitor": ("^", "spectral stop, loss (monitor default: refined)"),
-    "spectral_loss_plain": (">", "spectral stop, loss (plain Ritz pairs)"),
+    "spectral_weights_monitor": ("v", "spectral stop, weights (refined), stop_patience=1"),
+    "spectral_weights_monitor_p2": ("X", "same, stop_patience=2"),
+    "spectral_weights_monitor_p3": ("h", "same, stop_patience=3"),
+    "spectral_weights_plain": ("<", "spectral stop, weights (plain Ritz pairs), 1"),
+    "spectral_loss_monitor": ("^", "spectral stop, loss (refined), 1"),
+    "spectral_loss_plain": (">", "spectral stop, loss (plain Ritz pairs), 1"),
     "early_stopping_5": ("s", "EarlyStopping, patience 5"),
     "early_stopping_10": ("D", "EarlyStopping, patience 10"),
     "min_test_ce": ("*", "minimal test cross-entropy"),
@@ -413,10 +427,12 @@ def termination_figure(results: list[dict], path: Path) -> None:
     top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     top.set_title("Where training would stop: spectral criterion vs EarlyStopping vs "
                   "minimal test cross-entropy", fontsize=11)
+    rule = stop_rule()
     for axis, observable in ((middle, "weights"), (bottom, "training loss")):
-        axis.axhline(STOP_THRESHOLD, color="0.4", ls=":", lw=0.9,
-                     label=f"stop threshold {STOP_THRESHOLD}")
-        axis.axvline(STOP_WARMUP, color="0.6", ls="-.", lw=0.8, label=f"warm-up {STOP_WARMUP}")
+        axis.axhline(rule["threshold"], color="0.4", ls=":", lw=0.9,
+                     label=f"stop threshold {rule['threshold']}")
+        axis.axvline(rule["warmup"], color="0.6", ls="-.", lw=0.8,
+                     label=f"warm-up {rule['warmup']}")
         axis.set_ylim(-0.03, 1.03)
         axis.set_ylabel(f"unit cluster\n({observable})")
         axis.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -456,14 +472,14 @@ def print_tables(results: list[dict]) -> None:
         print(f"{r['config']['init']:<8}" + "  ".join(
             f"{e}: {steps['step'][e - 1]:.2f} / {steps['norm'][e - 1]:.1f}" for e in picks))
     print("\nTermination (epoch; test cross-entropy and accuracy there; excess over the minimum)")
-    print(f"{'init':<8}{'rule':<28}{'epoch':>7}{'test CE':>10}{'excess':>9}{'test acc.':>11}")
+    print(f"{'init':<8}{'rule':<31}{'epoch':>7}{'test CE':>10}{'excess':>9}{'test acc.':>11}")
     for r in results:
         for name in STOP_RULES:
             stop = r["stops"][name]
             cells = ("never",) if stop is None else (
                 f"{stop['epoch']:>7}{stop['test_ce']:>10.4f}{stop['excess_test_ce']:>+9.4f}"
                 f"{stop['test_accuracy']:>11.4f}",)
-            print(f"{r['config']['init']:<8}{name:<28}" + (f"{cells[0]:>7}"))
+            print(f"{r['config']['init']:<8}{name:<31}" + (f"{cells[0]:>7}"))
 
 
 def cmd_analyse(args) -> int:
@@ -540,17 +556,20 @@ def null_trajectories(n: int, epochs: int, rng: np.random.Generator) -> dict[str
 
 
 def cmd_null(args) -> int:
-    """The spectral stop rule's unit cluster on trajectories with a known answer."""
+    """The spectral stop rule on trajectories with a known answer: the unit cluster of all
+    snapshots under three readings, then where the monitor's default rule, analysing after
+    every epoch, stops with each ``stop_patience``."""
     from keras_koopman.analysis import analyze_weights
+    from keras_koopman.trajectory import TrainingTrajectory
 
-    settings = stop_settings()
+    settings, rule = stop_settings(), stop_rule()
     readings = [settings["plain"], settings["monitor"], dict(settings["monitor"], refine=True)]
     print(f"unit cluster of {args.epochs + 1} snapshots of {args.features:,} weights "
           f"(+ constant 1), mean over seeds {list(range(args.seeds))}; stop threshold "
-          f"{STOP_THRESHOLD}")
+          f"{rule['threshold']}")
     print(f"{'trajectory':<32}{'plain Ritz':>12}{'monitor (refine=' + str(readings[1]['refine']) + ')':>24}"
-          f"{'all refined':>13}{'median residual, plain / all refined':>40}")
-    rows = {}
+          f"{'all refined':>13}{'monitor, last 50':>18}{'median residual, plain / all refined':>40}")
+    rows, stops = {}, {}
     for seed in range(args.seeds):
         cases = null_trajectories(args.features, args.epochs, np.random.default_rng(seed))
         for name, snapshots in cases.items():
@@ -561,11 +580,38 @@ def cmd_null(args) -> int:
                                            **options)
                 values.append(analysis.diagnostics.unit_cluster)
                 residuals.append(float(np.median(analysis.residuals)))
+            # as KoopmanMonitor(window=50) sees it: the latest 50 snapshots only
+            latest = analyze_weights(snapshots[:, -50:].astype(np.float64),
+                                     np.arange(args.epochs - 49, args.epochs + 1),
+                                     keep_modes=False, **settings["monitor"])
+            values.append(latest.diagnostics.unit_cluster)
             rows.setdefault(name, []).append(values + [residuals[0], residuals[-1]])
+            if args.stops:
+                epochs = np.arange(args.epochs + 1, dtype=float)
+                run = {"n_features": args.features, "trajectory": TrainingTrajectory(
+                    weights=np.linalg.qr(snapshots.astype(np.float64), mode="r"),
+                    weight_epochs=epochs, scalars={})}
+                curve = spectral_stop_curve(run, "weights", settings["monitor"])
+                stops.setdefault(name, []).append(
+                    [fixed_point_stop_epoch(*curve, patience, **rule)
+                     for patience in STOP_PATIENCES]
+                    + [float(np.mean(curve[1][curve[0] >= rule["warmup"]] >= rule["threshold"]))])
     for name, values in rows.items():
-        plain, monitor, refined, res_plain, res_refined = np.mean(values, axis=0)
-        print(f"{name:<32}{plain:>12.2f}{monitor:>24.2f}{refined:>13.2f}"
+        plain, monitor, refined, latest, res_plain, res_refined = np.mean(values, axis=0)
+        print(f"{name:<32}{plain:>12.2f}{monitor:>24.2f}{refined:>13.2f}{latest:>18.2f}"
               f"{f'{res_plain:.1e} / {res_refined:.1e}':>40}")
+    if not stops:
+        return 0
+    print(f"\nstop_at_fixed_point (monitor defaults, warm-up {rule['warmup']}), analysing after "
+          f"every epoch up to {args.epochs}: stop epoch per seed ('-' never), and the share of "
+          f"analyses after the warm-up at or above the threshold")
+    print(f"{'trajectory':<32}" + "".join(f"{f'stop_patience={k}':>20}" for k in STOP_PATIENCES)
+          + f"{'share >= threshold':>20}")
+    for name, per_seed in stops.items():
+        cells = ["/".join("-" if s[j] is None else str(s[j]) for s in per_seed)
+                 for j in range(len(STOP_PATIENCES))]
+        share = np.mean([s[-1] for s in per_seed])
+        print(f"{name:<32}" + "".join(f"{c:>20}" for c in cells) + f"{share:>20.2f}")
     return 0
 
 
@@ -626,6 +672,8 @@ def main(argv=None) -> int:
     null.add_argument("--features", type=int, default=5000, help="weights per snapshot")
     null.add_argument("--epochs", type=int, default=100)
     null.add_argument("--seeds", type=int, default=3)
+    null.add_argument("--stops", action="store_true",
+                      help="also run the stop rule after every epoch, stop_patience 1, 2, 3")
     null.set_defaults(handler=cmd_null)
     args = parser.parse_args(argv)
     return args.handler(args)

@@ -3,7 +3,6 @@
 import copy
 import csv
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -140,13 +139,42 @@ def frozen_model(n_features=5):
     return X, y, linear_model(n_features, 0.0)
 
 
-def test_stop_at_fixed_point_after_warmup():
+@pytest.mark.parametrize("warmup, patience, stop", [(6, {}, 6), (2, {}, 6),
+                                                     (2, {"stop_patience": 1}, 2)])
+def test_stop_at_fixed_point_after_warmup(warmup, patience, stop):
+    """Analyses at epochs 2, 4, 6, ... all see the fixed point: training stops at the first
+    analysis epoch after the warm-up that completes ``stop_patience`` (default 3) of them."""
     X, y, model = frozen_model()
     monitor = KoopmanMonitor(observables=("weights", "loss"), analyze_every=2, primary="weights",
-                             stop_at_fixed_point=True, warmup=6, fixed_point_threshold=0.9)
+                             stop_at_fixed_point=True, warmup=warmup, fixed_point_threshold=0.9,
+                             **patience)
     history = model.fit(X, y, batch_size=len(X), epochs=30, verbose=0, callbacks=[monitor])
-    assert len(history.history["loss"]) == 6
+    assert len(history.history["loss"]) == stop
     assert "fixed point" in monitor.stop_reason
+
+
+FLICKER = {3: 0.95, 4: 0.2, 5: 0.95, 6: 0.3, 7: 0.95, 8: 0.95, 9: 0.95, 10: 0.95}
+
+
+@pytest.mark.parametrize("patience, stop", [(1, 3), (2, 8), (3, 9)])
+def test_stop_patience_counts_consecutive_analyses(script_unit_cluster, patience, stop):
+    """A spike of the unit cluster stops training only with ``stop_patience=1``; a reading
+    below the threshold restarts the count."""
+    X, y, model = frozen_model()
+    calls = script_unit_cluster(FLICKER)
+    monitor = KoopmanMonitor(observables=("weights",), analyze_every=1, stop_at_fixed_point=True,
+                             warmup=1, stop_patience=patience)
+    history = model.fit(X, y, batch_size=len(X), epochs=30, verbose=0, callbacks=[monitor])
+    assert len(history.history["loss"]) == stop
+    assert history.history["koopman_unit_cluster"][-len(calls):] == pytest.approx(calls)
+    assert "fixed point" in monitor.stop_reason
+    assert ("consecutive" in monitor.stop_reason) == (patience > 1)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2"])
+def test_stop_patience_must_be_a_positive_integer(value):
+    with pytest.raises((ValueError, TypeError), match="stop_patience"):
+        KoopmanMonitor(stop_patience=value)
 
 
 def test_learning_model_is_not_stopped_early(regression_run):
@@ -486,6 +514,28 @@ def test_resumed_logs_carry_the_diagnostics_of_the_last_analysis(tmp_path):
             expected = straight_logs.seen[epoch][key]
             assert np.isfinite(expected)
             assert resumed_logs.seen[epoch][key] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_resumed_stop_patience_counts_the_analyses_before_the_interruption(tmp_path, script_unit_cluster):
+    """Interrupted at epoch 6 and resumed from epoch 5: the analyses of epochs 3-5 in the record
+    count towards ``stop_patience``, so the stop falls on the uninterrupted run's epoch."""
+    X, y, eta, _ = regression_problem()
+    fit = dict(batch_size=len(X), epochs=12, shuffle=False, verbose=0)
+    options = dict(observables=("weights", "loss"), analyze_every=1, stop_at_fixed_point=True,
+                   warmup=1, stop_patience=3)
+    script_unit_cluster({3: 0.2, 4: 0.95, 5: 0.95, 6: 0.95, 7: 0.95})
+    straight = _momentum_model(eta).fit(X, y, callbacks=[KoopmanMonitor(**options)], **fit)
+    assert len(straight.history["loss"]) == 6
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    first = KoopmanMonitor(storage=tmp_path / "rec", resume=True, **options)
+    with pytest.raises(KeyboardInterrupt):
+        _momentum_model(eta).fit(X, y, callbacks=[first, _Interrupt(6), backup], **fit)
+    second = KoopmanMonitor(storage=tmp_path / "rec", resume=True, **options)
+    logs = _Logs()
+    _momentum_model(eta, seed=99).fit(X, y, callbacks=[second, logs, backup], **fit)
+    assert sorted(logs.seen) == [6]
+    assert "3 consecutive" in second.stop_reason
 
 
 def test_resume_rejects_a_record_of_another_run(tmp_path):
