@@ -98,8 +98,9 @@ class KoopmanMonitor(keras.callbacks.Callback):
         directions as snapshots (minibatch training) plain Ritz pairs have residuals of
         0.3 and their importances are meaningless: the unit cluster of weights resting at a
         fixed point under noise is 0.09 with plain pairs and 1.00 refined
-        (``scripts/reproduce_mnist.py null``, ``docs/results.md``).  Refinement costs 3.5x the
-        analysis time at 500 snapshots (``scripts/bench_monitor.py refine``);
+        (``scripts/reproduce_mnist.py null``, ``docs/results.md``).  Refinement costs 1.3x the
+        analysis time at 500 snapshots of the paper's CNN and up to 3.5x on a random walk
+        (``scripts/bench_monitor.py overhead`` and ``refine``);
         ``refine=False`` saves it when no decision reads the weights' spectrum.  ``delta`` and
         ``min_importance`` default to 0.01, the values chosen by the poor-initialisation study.
     stop_at_fixed_point : bool

@@ -171,8 +171,10 @@ def overhead(args) -> None:
     streamed = [a for a in monitor.analyses if a.observable == "weights"][-1]
     count = streamed.n_snapshots
     traj, epochs = monitor.trajectory()[:, :count], monitor.weight_epochs[:count]
+    same = dict(tol=monitor.tol, refine=monitor.refine, delta=monitor.delta,
+                min_importance=monitor.min_importance, max_residual=monitor.max_residual)
     start, cpu = time.perf_counter(), time.process_time()
-    scratch = analyze_weights(traj, epochs)
+    scratch = analyze_weights(traj, epochs, **same)  # the monitor's settings, refine included
     scratch_s, scratch_cpu = time.perf_counter() - start, time.process_time() - cpu
 
     print(f"\npaper CNN (65,558 weights), {args.images} MNIST images, batch 64, Adam; "
