@@ -624,10 +624,10 @@ class KoopmanMonitor(keras.callbacks.Callback):
         if (self.stop_at_fixed_point and done >= self.warmup
                 and self._fixed_point_streak >= self.stop_patience):
             cluster = self._latest["koopman_unit_cluster"]
-            held = ("" if self.stop_patience == 1
-                    else f" in {self._fixed_point_streak} consecutive analyses")
+            streak = ("" if self.stop_patience == 1
+                      else f" in {self._fixed_point_streak} consecutive analyses")
             self._stop(epoch, f"fixed point: unit cluster {cluster:.3f} >= "
-                              f"{self.fixed_point_threshold}{held} after {done} epochs")
+                              f"{self.fixed_point_threshold}{streak} after {done} epochs")
 
     def _act_on_poor_init(self, epoch: int, done: int, reason: str) -> None:
         message = f"KoopmanMonitor: poor initialisation suspected after {done} epochs ({reason})"

@@ -7,9 +7,9 @@ eigenvalues start clustered near 0, (2) the important ones move to 1 as training
 point, (3) He and Xavier over-memorise (the test cross-entropy rises), and that the clustering at
 1 can serve to terminate training. This script runs the protocol and prints the numbers behind
 each claim, including where a spectral stop (``KoopmanMonitor(stop_at_fixed_point=True)``,
-analysing every epoch, ``stop_patience`` 1, 2 and 3) would end training, against the epoch of minimal test cross-entropy and
-against ``keras.callbacks.EarlyStopping(monitor="val_loss")`` with patience 5 and 10, all
-computed offline from the same runs.
+analysing every epoch, ``stop_patience`` 1, 2 and 3) would end training, against the epoch of
+minimal test cross-entropy and against ``keras.callbacks.EarlyStopping(monitor="val_loss")``
+with patience 5 and 10, all computed offline from the same runs.
 
 Commands::
 
@@ -48,6 +48,7 @@ report figure of each run to ``FIGDIR/PREFIX_<init>.png``, a termination figure 
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import importlib.util
 import json
@@ -59,7 +60,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 INITS = ("xavier", "he", "normal")
-#: KoopmanMonitor's defaults for the spectral stop: warm-up epochs and unit-cluster threshold.
 PATIENCES = (5, 10)  # of EarlyStopping
 STOP_PATIENCES = (1, 2, 3)  # of the spectral stop (KoopmanMonitor's stop_patience)
 #: |λ| below this counts as "near 0" in the first claim's measure.
@@ -231,6 +231,7 @@ def stop_rule() -> dict:
     return {"warmup": monitor.warmup, "threshold": monitor.fixed_point_threshold}
 
 
+@functools.cache
 def _default_monitor():
     from keras_koopman.monitor import KoopmanMonitor
 
@@ -349,7 +350,7 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
         "spectra": [_spectrum_summary(a) for a in analyses],
         "spectra_plain_ritz": [_spectrum_summary(a) for a in plain],
     }
-    stops = {}
+    stops, rule = {}, stop_rule()
     for reading, options in stop_settings().items():
         for observable in ("weights", "loss"):
             epochs, cluster = spectral_stop_curve(run, observable, options)
@@ -357,7 +358,7 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
             for patience in STOP_PATIENCES:
                 suffix = "" if patience == 1 else f"_p{patience}"
                 stops[f"spectral_{name}{suffix}"] = fixed_point_stop_epoch(
-                    epochs, cluster, patience, **stop_rule())
+                    epochs, cluster, patience, **rule)
             result[f"unit_cluster_{name}"] = {"epochs": epochs.tolist(),
                                               "values": cluster.tolist()}
     for patience in PATIENCES:
