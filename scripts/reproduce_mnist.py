@@ -564,12 +564,14 @@ def cmd_null(args) -> int:
     from keras_koopman.trajectory import TrainingTrajectory
 
     settings, rule = stop_settings(), stop_rule()
+    latest = min(50, args.epochs + 1)  # snapshots that KoopmanMonitor(window=50) analyses
     readings = [settings["plain"], settings["monitor"], dict(settings["monitor"], refine=True)]
     print(f"unit cluster of {args.epochs + 1} snapshots of {args.features:,} weights "
           f"(+ constant 1), mean over seeds {list(range(args.seeds))}; stop threshold "
           f"{rule['threshold']}")
     print(f"{'trajectory':<32}{'plain Ritz':>12}{'monitor (refine=' + str(readings[1]['refine']) + ')':>24}"
-          f"{'all refined':>13}{'monitor, last 50':>18}{'median residual, plain / all refined':>40}")
+          f"{'all refined':>13}{f'monitor, last {latest}':>18}"
+          f"{'median residual, plain / all refined':>40}")
     rows, stops = {}, {}
     for seed in range(args.seeds):
         cases = null_trajectories(args.features, args.epochs, np.random.default_rng(seed))
@@ -581,11 +583,10 @@ def cmd_null(args) -> int:
                                            **options)
                 values.append(analysis.diagnostics.unit_cluster)
                 residuals.append(float(np.median(analysis.residuals)))
-            # as KoopmanMonitor(window=50) sees it: the latest 50 snapshots only
-            latest = analyze_weights(snapshots[:, -50:].astype(np.float64),
-                                     np.arange(args.epochs - 49, args.epochs + 1),
-                                     keep_modes=False, **settings["monitor"])
-            values.append(latest.diagnostics.unit_cluster)
+            windowed = analyze_weights(snapshots[:, -latest:].astype(np.float64),
+                                       np.arange(args.epochs + 1)[-latest:],
+                                       keep_modes=False, **settings["monitor"])
+            values.append(windowed.diagnostics.unit_cluster)
             rows.setdefault(name, []).append(values + [residuals[0], residuals[-1]])
             if args.stops:
                 epochs = np.arange(args.epochs + 1, dtype=float)
@@ -598,8 +599,8 @@ def cmd_null(args) -> int:
                      for patience in STOP_PATIENCES]
                     + [float(np.mean(curve[1][curve[0] >= rule["warmup"]] >= rule["threshold"]))])
     for name, values in rows.items():
-        plain, monitor, refined, latest, res_plain, res_refined = np.mean(values, axis=0)
-        print(f"{name:<32}{plain:>12.2f}{monitor:>24.2f}{refined:>13.2f}{latest:>18.2f}"
+        plain, monitor, refined, windowed, res_plain, res_refined = np.mean(values, axis=0)
+        print(f"{name:<32}{plain:>12.2f}{monitor:>24.2f}{refined:>13.2f}{windowed:>18.2f}"
               f"{f'{res_plain:.1e} / {res_refined:.1e}':>40}")
     if not stops:
         return 0

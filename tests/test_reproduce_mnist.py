@@ -145,3 +145,20 @@ def test_analyse_reports_every_rule_on_the_run(run_dir, tmp_path, capsys):
     assert windows == [("loss", EPOCHS), ("weights", EPOCHS + 1)]
     assert (tmp_path / "t_he.png").is_file() and (tmp_path / "t_termination.png").is_file()
     assert "Termination" in capsys.readouterr().out
+
+
+def test_null_window_covering_every_snapshot_reads_as_the_whole_record(capsys):
+    """With fewer than 50 snapshots the windowed column analyses all of them, so it equals the
+    monitor column; the stop table has one cell per seed for every stop_patience."""
+    assert repro.main(["null", "--seeds", "2", "--features", "60", "--epochs", "14",
+                       "--stops"]) == 0
+    out = capsys.readouterr().out
+    assert "monitor, last 15" in out
+    rows = [line for line in out.splitlines()
+            if line.startswith(("random walk", "converging", "at a fixed point"))]
+    assert len(rows) == 6
+    for row in rows[:3]:
+        cells = row[32:].split()
+        assert cells[1] == cells[3]  # monitor (refine=0.01) == monitor, last 15
+    for row in rows[3:]:
+        assert all(len(cell.split("/")) == 2 for cell in row[32:].split()[:3])
