@@ -10,10 +10,13 @@ from keras_koopman.koopman._diagnostics import (
     unit_cluster,
 )
 from keras_koopman.koopman._dmd import KoopmanModes, default_tol, dmd_rrr
+from keras_koopman.koopman._options import DEFAULT_OPTIONS, AnalysisOptions
 from keras_koopman.koopman._embedding import delay_embed, dmd_rrr_series
 from keras_koopman.koopman._streaming import IncrementalQR
 
 __all__ = [
+    "AnalysisOptions",
+    "DEFAULT_OPTIONS",
     "IncrementalQR",
     "KoopmanModes",
     "SpectralDiagnostics",

@@ -30,8 +30,8 @@ __all__ = [
     "unit_cluster",
 ]
 
-DEFAULT_DELTA = 0.02
-DEFAULT_MIN_IMPORTANCE = 0.05
+DEFAULT_DELTA = 0.01  # = AnalysisOptions().delta
+DEFAULT_MIN_IMPORTANCE = 0.01  # = AnalysisOptions().min_importance
 
 
 def _important(modes: KoopmanModes, min_importance, max_residual) -> tuple[np.ndarray, np.ndarray]:
