@@ -3,11 +3,10 @@
 An *observable* is a function of the training state recorded once per epoch: the
 full-state observable ``"weights"`` (all trainable weights, flattened, optionally augmented
 with the constant function 1), or a scalar such as ``"loss"`` / ``"val_loss"``, which is
-delay-embedded (Hankel DMD) before DMD_RRR.  Like the monitor, they default to
-``refine=False`` (the diagnostics use eigenvalues and importances only; refinement costs
-``O(k³)`` per pair).  :func:`analyze_weights` and
-:func:`analyze_series` are shared by :class:`~keras_koopman.KoopmanMonitor`, the
-command-line tool and :func:`analyze_trajectory`.
+delay-embedded (Hankel DMD) before DMD_RRR.  Both helpers take one
+:class:`~keras_koopman.AnalysisOptions` (default: the product's one default), and are the
+only analysis path of :class:`~keras_koopman.KoopmanMonitor`, the decision callbacks, the
+tuner and the command-line tool, so the same data get the same diagnostics everywhere.
 """
 
 from __future__ import annotations
@@ -24,9 +23,19 @@ from keras_koopman.koopman import (
     diagnose,
     dmd_rrr,
 )
-from keras_koopman.koopman._diagnostics import DEFAULT_DELTA, DEFAULT_MIN_IMPORTANCE
+from keras_koopman.koopman._options import AnalysisOptions
 
-__all__ = ["KoopmanAnalysis", "analyze_series", "analyze_weights", "default_delays"]
+__all__ = ["KoopmanAnalysis", "NotEnoughSnapshots", "analyze_series", "analyze_weights",
+           "default_delays"]
+
+#: the fewest values a Hankel analysis of a scalar series needs
+MIN_SERIES = 4
+#: the fewest weight snapshots a weights analysis needs
+MIN_WEIGHTS = 3
+
+
+class NotEnoughSnapshots(ValueError):
+    """Too few snapshots for an analysis yet: the one condition a monitor waits out."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,15 +140,21 @@ def default_delays(n_values: int) -> int:
     return max(2, n_values // 3)
 
 
-def analyze_series(values, epochs, *, observable: str, delays: int | None = None,
-                   tol: float | None = None, refine: bool | float = False,
-                   delta: float = DEFAULT_DELTA, min_importance: float = DEFAULT_MIN_IMPORTANCE,
-                   max_residual: float | None = None, keep_modes: bool = True) -> KoopmanAnalysis:
+def analyze_series(values, epochs, *, observable: str, options: AnalysisOptions | None = None,
+                   keep_modes: bool = True) -> KoopmanAnalysis:
     """Hankel DMD_RRR of a scalar observable (e.g. the loss curve, paper Fig. 2 top rows).
 
     ``values`` and ``epochs`` have equal length; NaN entries at the start (no loss before
-    training) are dropped, a NaN elsewhere is a ``ValueError``.  Cost ``O(L·T + T³)``.
+    training) are dropped, a NaN elsewhere is a ``ValueError``.  The delay depth is
+    ``options.delays`` (default :func:`default_delays`), the truncation ``options.tol``
+    (default: float32 rounding level, since losses come from float32 arithmetic).  Cost
+    ``O(L·T + T³)`` for ``L`` delays and ``T`` values, plus ``O(k³)`` per refined pair.
+
+    Raises:
+        NotEnoughSnapshots: fewer than 4 finite values (a ``ValueError``; a monitor waits).
+        ValueError: NaN/inf inside the series, or ``delays`` too large for it.
     """
+    options = AnalysisOptions.coerce(options)
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     epochs = np.asarray(epochs, dtype=np.float64).reshape(-1)
     if values.shape != epochs.shape:
@@ -147,45 +162,50 @@ def analyze_series(values, epochs, *, observable: str, delays: int | None = None
     finite = np.isfinite(values)
     start = int(np.argmax(finite)) if finite.any() else values.size
     values, epochs = values[start:], epochs[start:]
+    if values.size < MIN_SERIES:
+        raise NotEnoughSnapshots(f"{observable}: need at least {MIN_SERIES} values for a Hankel "
+                                 f"analysis; got {values.size}")
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{observable} contains NaN/inf after epoch {epochs[0]:g}; cannot analyse it")
-    if values.size < 4:
-        raise ValueError(f"{observable}: need at least 4 values for a Hankel analysis; got {values.size}")
-    delays = default_delays(values.size) if delays is None else int(delays)
+    delays = default_delays(values.size) if options.delays is None else options.delays
     if not 1 <= delays <= values.size - 2:
         raise ValueError(f"delays must be in [1, {values.size - 2}] for {values.size} values; got {delays}")
-    # loss values come from float32 arithmetic: truncate at its rounding level
-    tol = default_tol(delays, np.float32) if tol is None else tol
-    modes = dmd_rrr(delay_embed(values, delays), tol=tol, refine=refine)
+    kwargs = options.dmd_kwargs()
+    if kwargs["tol"] is None:
+        kwargs["tol"] = default_tol(delays, np.float32)
+    modes = dmd_rrr(delay_embed(values, delays), **kwargs)
     return KoopmanAnalysis.from_modes(
         modes, observable=observable, first_epoch=epochs[0], last_epoch=epochs[-1],
         n_snapshots=values.size, delays=delays,
-        diagnostics=diagnose(modes, delta=delta, min_importance=min_importance,
-                             max_residual=max_residual),
-        keep_modes=keep_modes)
+        diagnostics=diagnose(modes, **options.diagnose_kwargs()), keep_modes=keep_modes)
 
 
-def analyze_weights(snapshots, epochs, *, n_features: int | None = None, tol: float | None = None,
-                    refine: bool | float = False, delta: float = DEFAULT_DELTA,
-                    min_importance: float = DEFAULT_MIN_IMPORTANCE,
-                    max_residual: float | None = None, keep_modes: bool = True,
+def analyze_weights(snapshots, epochs, *, n_features: int | None = None,
+                    options: AnalysisOptions | None = None, keep_modes: bool = True,
                     observable: str = "weights") -> KoopmanAnalysis:
     """DMD_RRR of the full-state observable, snapshots as columns ``(n, T)``.
 
     ``snapshots`` may also be the compressed trajectory ``R`` of an
     :class:`~keras_koopman.koopman.IncrementalQR` (same spectrum; then pass the original
-    ``n_features`` so the default tolerance matches float32 weights of that size).
+    ``n_features`` so the default tolerance matches float32 weights of that size).  Cost: one
+    DMD_RRR, ``O(n T²)`` (``O(T³)`` on ``R``), plus ``O(k³)`` per refined pair.
+
+    Raises:
+        NotEnoughSnapshots: fewer than 3 snapshots (a ``ValueError``; a monitor waits).
     """
+    options = AnalysisOptions.coerce(options)
     snapshots = np.asarray(snapshots)
     epochs = np.asarray(epochs, dtype=np.float64).reshape(-1)
     if snapshots.ndim != 2 or snapshots.shape[1] != epochs.size:
         raise ValueError(f"snapshots must be (n, {epochs.size}) to match epochs; got {snapshots.shape}")
+    if epochs.size < MIN_WEIGHTS:
+        raise NotEnoughSnapshots(f"{observable}: need at least {MIN_WEIGHTS} snapshots; got {epochs.size}")
     n = snapshots.shape[0] if n_features is None else int(n_features)
-    tol = default_tol(n, np.float32) if tol is None else tol
-    modes = dmd_rrr(snapshots, tol=tol, refine=refine)
+    kwargs = options.dmd_kwargs()
+    if kwargs["tol"] is None:
+        kwargs["tol"] = default_tol(n, np.float32)
+    modes = dmd_rrr(snapshots, **kwargs)
     return KoopmanAnalysis.from_modes(
         modes, observable=observable, first_epoch=epochs[0], last_epoch=epochs[-1],
         n_snapshots=epochs.size, delays=None,
-        diagnostics=diagnose(modes, delta=delta, min_importance=min_importance,
-                             max_residual=max_residual),
-        keep_modes=keep_modes)
+        diagnostics=diagnose(modes, **options.diagnose_kwargs()), keep_modes=keep_modes)

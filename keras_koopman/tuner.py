@@ -8,18 +8,17 @@ module adds pruning to any tuner with one line::
     tuner = SpectralRandomSearch(build_model, objective="val_loss", max_trials=20,
                                  pruning=KoopmanPruning())
 
-Every trial's ``fit`` gets a :class:`KoopmanPruning` callback, which runs a
-:class:`~keras_koopman.KoopmanMonitor` (DMD_RRR of the weights and of the loss curves, the
-paper's section "Insights into neural network training convergence via the Koopman spectrum")
-and stops the trial after a warm-up when
+Every trial's ``fit`` gets a :class:`KoopmanPruning` callback, which records the loss and
+the objective (scalars only) and stops the trial after a warm-up when
 
-1. **poor initialisation**: the monitor's rule fires (:meth:`KoopmanMonitor.is_poor_initialization`:
-   with ``poor_init_rule="spectral"``, the important eigenvalues of the weight dynamics sit
-   at 1 (stagnation) or growing modes carry weight; with ``"loss"``, the loss has hardly
-   moved), or training produced NaN/inf; or
+1. **loss rule**: the training loss has hardly moved from its first value (or is NaN/inf); or
 2. **forecast**: the Koopman forecast of the objective (Hankel DMD of its curve, the KMD of the
    paper's Eq. (2) continued in time) promises nothing within ``margin`` of the best completed
    trial.
+
+The paper's spectral poor-initialisation rule on the weights is available as
+:class:`~keras_koopman.PoorInitialization` (with a :class:`~keras_koopman.KoopmanMonitor`) in a
+trial's callbacks; in the pruning benchmark it did no better than the loss rule.
 
 A pruned trial is *completed*, never failed: raising ``FailedTrialError`` would abort the search
 after three consecutive prunes and hide the trial from the Bayesian oracle.  Its score is what
@@ -40,14 +39,17 @@ import keras
 import keras_tuner
 import numpy as np
 
-from keras_koopman.analysis import KoopmanAnalysis
-from keras_koopman.monitor import KoopmanMonitor
+from keras_koopman._messages import say
+from keras_koopman.analysis import KoopmanAnalysis, analyze_series
+from keras_koopman.decisions import loss_ratio_reason
+from keras_koopman.koopman import AnalysisOptions
+from keras_koopman.recorder import TrajectoryRecorder
+from keras_koopman.reinit import reinitialize
 
 __all__ = [
     "KoopmanPruning",
     "KoopmanPruningMixin",
     "PRUNING_KEYS",
-    "PRUNING_MONITOR_DEFAULTS",
     "PruningRule",
     "SpectralBayesianOptimization",
     "SpectralGridSearch",
@@ -60,18 +62,6 @@ __all__ = [
 
 #: ``logs`` keys (and trial metrics) written by :class:`KoopmanPruning` every epoch
 PRUNING_KEYS = ("pruned", "pruned_epoch", "pruned_rule", "pruning_forecast", "pruning_restarts")
-
-#: KoopmanPruning's defaults for the monitor's poor-initialisation rule, chosen by
-#: scripts/bench_pruning.py (docs/benchmarks.md): the loss rule with ratio 0.9, i.e. a trial is
-#: pruned once its loss is still >= 0.9 x its first-epoch value, at any epoch from ``warmup``.
-#: The monitor's own 0.5 (calibrated at epochs 2-5 after a start) pruned good trials in searches.
-#: No refinement: the rules read the loss and the objective's forecast, not the weights'
-#: spectrum, and the monitor analyses every epoch.
-PRUNING_MONITOR_DEFAULTS = {"poor_init_rule": "loss", "loss_ratio": 0.9, "refine": False}
-
-# monitor arguments KoopmanPruning sets itself
-_MANAGED = ("observables", "analyze_every", "analyze_at", "on_poor_initialization",
-            "poor_init_epochs", "max_restarts", "restart_seed", "keep_modes")
 
 _COMPLETED = keras_tuner.engine.trial.TrialStatus.COMPLETED
 
@@ -141,67 +131,58 @@ FORECAST_FROM = 4
 
 
 class KoopmanPruning(keras.callbacks.Callback):
-    """Stop a training run whose Koopman analysis shows it is not worth finishing.
+    """Stop a training run (a tuner trial) that is not worth finishing.
 
-    Wraps a :class:`~keras_koopman.KoopmanMonitor` (analysing the weights, the loss and the
-    objective after every epoch) and prunes, from epoch ``warmup`` on, by the rules in the
-    module docstring.  Every epoch it writes :data:`PRUNING_KEYS` into ``logs``: ``pruned``
-    (1.0 once pruned), ``pruned_epoch`` (completed epochs when pruned, 0 otherwise),
-    ``pruned_rule`` (a :class:`PruningRule`), ``pruning_forecast`` (the forecast of the
-    objective at the end of the budget, NaN when none) and ``pruning_restarts``.
+    Records the training loss and the objective every epoch with a
+    :class:`~keras_koopman.TrajectoryRecorder` (scalars only: the per-epoch cost is a few
+    floats, an analysis ``O(T³)`` for ``T`` epochs) and prunes, from epoch ``warmup`` on, when
 
-    Parameters
-    ----------
-    objective : str, optional
-        ``logs`` key to forecast (default ``"val_loss"``; inside a tuner, the tuner's objective).
-    direction : {"min", "max"}
-        Whether smaller or larger objective values are better (inside a tuner: the tuner's).
-    warmup : int
-        First completed epoch at which a rule may prune (default 2, at least 2).  The forecast rule
-        starts at ``max(warmup, 4)``: its Hankel analysis needs 4 values of the objective.
-    margin : float
-        Relative margin of the forecast rule: prune when even the best of the observed values
-        and the forecast up to the end of the budget is worse than
-        ``reference ± margin·|reference|``.
-    reference : float, optional
-        Objective value of the best completed trial; ``None`` turns the forecast rule off (a
-        tuner fills it in for every trial).
-    poor_init : bool
-        Use the monitor's poor-initialisation rule.
-    poor_init_until : int, optional
-        Last completed epoch at which that rule is evaluated (default: the whole budget).
-    forecast : bool
-        Use the forecast rule.
-    restarts : int
-        When the poor-initialisation rule fires, re-initialise the weights with a new seed
-        (keeping the hyperparameters) up to this many times before pruning; the monitor's
-        ``"restart"`` action, seeds ``restart_seed, restart_seed + 1, …``.
-    restart_seed : int
-        First re-initialisation seed.
-    monitor_options : mapping, optional
-        Further :class:`~keras_koopman.KoopmanMonitor` arguments: which poor-initialisation
-        rule (``poor_init_rule``: ``"loss"``, ``"spectral"`` or ``"either"``; default
-        :data:`PRUNING_MONITOR_DEFAULTS`, the loss rule with ``loss_ratio=0.9``) and its
-        thresholds (``loss_ratio``, ``stagnation_threshold``,
-        ``high_loss_fraction``, ``growth_threshold``, ``check_budget``), or ``delays``,
-        ``window``, ``max_dim``.  ``observables``, ``analyze_every``, ``analyze_at``,
-        ``on_poor_initialization``, ``poor_init_epochs``, ``max_restarts``, ``restart_seed``
-        and ``keep_modes`` are set here (``ValueError`` if given).
-    verbose : int
-        1 prints a line when a trial is pruned.
+    1. **loss rule**: the training loss is still at least ``loss_ratio`` times its first value
+       (:func:`~keras_koopman.decisions.loss_ratio_reason`; 0.9 was chosen by
+       ``scripts/bench_pruning.py``), or a value is NaN/inf; or
+    2. **forecast**: the Koopman forecast of the objective (Hankel DMD_RRR of its curve, the
+       KMD of the paper's Eq. (2) continued in time) promises nothing within ``margin`` of the
+       best completed trial (``reference``) before the end of the budget.
 
-    Attributes
-    ----------
-    monitor : KoopmanMonitor
-        The wrapped monitor (its analyses are available after ``fit``).
-    pruned, pruned_epoch, rule, reason, forecast_value
-        Outcome of the last ``fit``.
+    With ``restarts``, the loss rule re-draws the weights (:func:`~keras_koopman.reinitialize`,
+    seeds ``restart_seed, restart_seed + 1, …``) that many times before it prunes.  Every epoch
+    it writes :data:`PRUNING_KEYS` into ``logs``: ``pruned`` (1.0 once pruned),
+    ``pruned_epoch``, ``pruned_rule`` (a :class:`PruningRule`), ``pruning_forecast`` (the
+    forecast of the objective at the end of the budget, NaN when none), ``pruning_restarts``.
+
+    Args:
+        objective: ``logs`` key to forecast (default ``"val_loss"``; in a tuner, its objective).
+        direction: ``"min"`` or ``"max"``: whether smaller or larger values are better.
+        warmup: First completed epoch at which a rule may prune (at least 2); the forecast
+            rule starts at ``max(warmup, 4)``.
+        margin: Relative margin of the forecast rule: prune when the best of the observed
+            values and the forecast is worse than ``reference ± margin·|reference|``.
+        reference: Objective of the best completed trial; ``None`` turns the forecast rule off
+            (a tuner fills it in for every trial).
+        loss_ratio: Threshold of the loss rule in (0, 1]; ``None`` turns it off.
+        forecast: Use the forecast rule.
+        restarts: Re-draws of the weights before the loss rule prunes.
+        restart_seed: Seed of the first re-draw.
+        options: The :class:`~keras_koopman.AnalysisOptions` of the forecast's analysis.
+        verbose: 1 prints a line when the run is pruned.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_koopman as kk
+    >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    >>> y = x @ np.array([[1.0], [-2.0], [0.5]], dtype="float32")
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=keras.optimizers.SGD(1e-6), loss="mse")  # hardly learns
+    >>> pruning = kk.KoopmanPruning("loss")
+    >>> history = model.fit(x, y, epochs=20, verbose=0, callbacks=[pruning])
+    >>> pruning.pruned, pruning.pruned_epoch, pruning.rule.name
+    (True, 2, 'POOR_INITIALIZATION')
     """
 
     def __init__(self, objective: str | None = None, *, direction: str = "min", warmup: int = 2,
-                 margin: float = 0.1, reference: float | None = None, poor_init: bool = True,
-                 poor_init_until: int | None = None, forecast: bool = True, restarts: int = 0,
-                 restart_seed: int = 1, monitor_options: Mapping | None = None,
+                 margin: float = 0.1, reference: float | None = None,
+                 loss_ratio: float | None = 0.9, forecast: bool = True, restarts: int = 0,
+                 restart_seed: int = 1, options: AnalysisOptions | None = None,
                  verbose: int = 0) -> None:
         super().__init__()
         if objective is not None and (not isinstance(objective, str) or not objective):
@@ -210,64 +191,48 @@ class KoopmanPruning(keras.callbacks.Callback):
             raise ValueError(f"direction must be 'min' or 'max'; got {direction!r}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 2:
             raise ValueError(f"warmup must be an integer >= 2; got {warmup!r}")
-        if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) \
+                or not math.isfinite(margin) or margin < 0:
             raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
-        if reference is not None and (not isinstance(reference, (int, float))
+        if reference is not None and (isinstance(reference, bool)
+                                      or not isinstance(reference, (int, float))
                                       or not math.isfinite(reference)):
             raise ValueError(f"reference must be a finite number or None; got {reference!r}")
-        if poor_init_until is not None and (not isinstance(poor_init_until, int)
-                                            or poor_init_until < warmup):
-            raise ValueError(f"poor_init_until must be an integer >= warmup ({warmup}) or None; "
-                             f"got {poor_init_until!r}")
+        if loss_ratio is not None and (isinstance(loss_ratio, bool)
+                                       or not isinstance(loss_ratio, (int, float))
+                                       or not 0 < loss_ratio <= 1):
+            raise ValueError(f"loss_ratio must be a number in (0, 1] or None; got {loss_ratio!r}")
+        if not isinstance(forecast, bool):
+            raise TypeError(f"forecast must be True or False; got {forecast!r}")
         if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
             raise ValueError(f"restarts must be an integer >= 0; got {restarts!r}")
-        options = dict(monitor_options or {})
-        clashes = sorted(set(options) & set(_MANAGED))
-        if clashes:
-            raise ValueError(f"monitor_options must not set {clashes}: KoopmanPruning sets them "
-                             f"(use warmup, poor_init_until, restarts, restart_seed)")
+        if isinstance(restart_seed, bool) or not isinstance(restart_seed, int):
+            raise TypeError(f"restart_seed must be an integer; got {restart_seed!r}")
         self.objective = objective
         self.direction = direction
         self.warmup = warmup
         self.margin = float(margin)
         self.reference = None if reference is None else float(reference)
-        self.poor_init = bool(poor_init)
-        self.poor_init_until = poor_init_until
-        self.forecast = bool(forecast)
+        self.loss_ratio = None if loss_ratio is None else float(loss_ratio)
+        self.forecast = forecast
         self.restarts = restarts
-        self.restart_seed = int(restart_seed)
-        self.monitor_options = options
+        self.restart_seed = restart_seed
+        self.options = AnalysisOptions.coerce(options)
         self.verbose = int(verbose)
-        self.monitor = self._make_monitor()
+        self.recorder = TrajectoryRecorder(("loss", self.objective_name), weights=False)
         self._clear()
 
-    # ------------------------------------------------------------------ configuration
     @property
     def objective_name(self) -> str:
         return "val_loss" if self.objective is None else self.objective
 
     def get_config(self) -> dict:
         """Every constructor argument (build a copy with ``KoopmanPruning(**config)``)."""
-        return {
-            "objective": self.objective, "direction": self.direction, "warmup": self.warmup,
-            "margin": self.margin, "reference": self.reference, "poor_init": self.poor_init,
-            "poor_init_until": self.poor_init_until, "forecast": self.forecast,
-            "restarts": self.restarts, "restart_seed": self.restart_seed,
-            "monitor_options": dict(self.monitor_options),
-            "verbose": self.verbose,
-        }
-
-    def _make_monitor(self) -> KoopmanMonitor:
-        observables = tuple(dict.fromkeys(("weights", "loss", self.objective_name)))
-        action = None
-        if self.poor_init:
-            action = "restart" if self.restarts else "stop"
-        until = self.poor_init_until if self.poor_init_until is not None else 10**9
-        return KoopmanMonitor(observables=observables, analyze_every=1,
-                              on_poor_initialization=action,
-                              poor_init_epochs=(self.warmup, until), max_restarts=self.restarts,
-                              restart_seed=self.restart_seed, keep_modes=True,
-                              **{**PRUNING_MONITOR_DEFAULTS, **self.monitor_options})
+        return {"objective": self.objective, "direction": self.direction, "warmup": self.warmup,
+                "margin": self.margin, "reference": self.reference,
+                "loss_ratio": self.loss_ratio, "forecast": self.forecast,
+                "restarts": self.restarts, "restart_seed": self.restart_seed,
+                "options": self.options.get_config(), "verbose": self.verbose}
 
     def _clear(self) -> None:
         self.pruned = False
@@ -276,62 +241,59 @@ class KoopmanPruning(keras.callbacks.Callback):
         self.reason: str | None = None
         self.forecast_value = math.nan
 
-    # ------------------------------------------------------------------ Keras hooks
-    def set_model(self, model):
-        super().set_model(model)
-        self.monitor.set_model(model)
-
-    def set_params(self, params):
-        super().set_params(params)
-        self.monitor.set_params(params)
-
     def on_train_begin(self, logs=None):
         self._clear()
-        self.monitor.on_train_begin(logs)
-
-    def on_train_end(self, logs=None):
-        self.monitor.on_train_end(logs)
+        self.recorder.start(self.model, writable=False)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        self.monitor.on_epoch_end(epoch, logs)
-        done = epoch + 1
+        done = int(epoch) + 1
+        bad = self.recorder.record_epoch(done, logs)
         budget = (self.params or {}).get("epochs")
-        if budget is not None and done < budget:
+        best_ahead = math.nan
+        self.forecast_value = math.nan
+        if not bad and budget is not None and done < budget:
             self.forecast_value, best_ahead = self._forecast(done, budget)
-        else:
-            self.forecast_value, best_ahead = math.nan, math.nan
         if not self.pruned:
-            if self.monitor.stopped_epoch == epoch and self.monitor.stop_reason is not None:
-                if logs.get("koopman_nonfinite") == 1.0:
-                    self._prune(done, PruningRule.NONFINITE, self.monitor.stop_reason)
-                elif logs.get("koopman_poor_init") == 1.0:
-                    self._prune(done, PruningRule.POOR_INITIALIZATION, self.monitor.stop_reason)
+            if bad:
+                self._prune(done, PruningRule.NONFINITE, f"non-finite {', '.join(bad)}")
+            elif self._loss_rule(done):
+                pass
             elif self._forecast_condemns(done, best_ahead):
                 self._prune(done, PruningRule.FORECAST,
                             f"{self.objective_name} forecast to reach at best {best_ahead:.4g} "
                             f"within the budget; best completed trial {self.reference:.4g} "
                             f"(margin {self.margin:.0%})")
-                self.model.stop_training = True
-        logs.update({
-            "pruned": float(self.pruned),
-            "pruned_epoch": float(self.pruned_epoch or 0),
-            "pruned_rule": float(self.rule),
-            "pruning_forecast": float(self.forecast_value),
-            "pruning_restarts": float(self.monitor.restarts),
-        })
+        logs.update({"pruned": float(self.pruned), "pruned_epoch": float(self.pruned_epoch or 0),
+                     "pruned_rule": float(self.rule),
+                     "pruning_forecast": float(self.forecast_value),
+                     "pruning_restarts": float(self.recorder.restarts)})
 
-    # ------------------------------------------------------------------ rules
+    def _loss_rule(self, done: int) -> bool:
+        """Apply the loss rule; ``True`` if it acted (restart or prune)."""
+        if self.loss_ratio is None or done - self.recorder.segment_epoch < self.warmup:
+            return False
+        _, loss = self.recorder.scalar("loss")
+        reason = loss_ratio_reason(loss, self.loss_ratio)
+        if reason is None:
+            return False
+        if self.recorder.restarts < self.restarts:
+            reinitialize(self.model, seed=self.restart_seed + self.recorder.restarts)
+            self.recorder.new_segment(float(done))
+        else:
+            self._prune(done, PruningRule.POOR_INITIALIZATION, reason)
+        return True
+
     def _forecast(self, done: int, budget: int) -> tuple[float, float]:
         """(forecast at the budget's end, best forecast value over the epochs left)."""
-        name = self.objective_name
-        current = [a for a in self.monitor.analyses
-                   if a.observable == name and a.last_epoch == done and a.modes is not None]
-        if not current:
+        epochs, values = self.recorder.scalar(self.objective_name)
+        if values.size < FORECAST_FROM:
             return math.nan, math.nan
         try:
-            ahead = koopman_forecast(current[-1], np.arange(done + 1, budget + 1))
-        except ValueError:  # a growing mode overflows: no usable forecast
+            analysis = analyze_series(values, epochs, observable=self.objective_name,
+                                      options=self.options)
+            ahead = koopman_forecast(analysis, np.arange(done + 1, budget + 1))
+        except ValueError:  # no usable decomposition, or a growing mode overflows
             return math.nan, math.nan
         if not np.all(np.isfinite(ahead)):
             return math.nan, math.nan
@@ -342,8 +304,7 @@ class KoopmanPruning(keras.callbacks.Callback):
         if not self.forecast or self.reference is None or done < max(self.warmup, FORECAST_FROM) \
                 or not math.isfinite(best_ahead):
             return False
-        _, observed = self.monitor.scalars.get(self.objective_name, (None, np.empty(0)))
-        observed = observed[np.isfinite(observed)]
+        _, observed = self.recorder.scalar(self.objective_name)
         if self.direction == "min":
             promise = min(best_ahead, observed.min()) if observed.size else best_ahead
             return promise > self.reference + self.margin * abs(self.reference)
@@ -355,8 +316,9 @@ class KoopmanPruning(keras.callbacks.Callback):
         self.pruned_epoch = done
         self.rule = rule
         self.reason = reason
+        self.model.stop_training = True
         if self.verbose:
-            print(f"KoopmanPruning: pruned after {done} epochs by the {_RULE_TEXT[rule]}: {reason}")
+            say(f"KoopmanPruning: pruned after {done} epochs by the {_RULE_TEXT[rule]}: {reason}")
 
 
 @dataclass(frozen=True)
