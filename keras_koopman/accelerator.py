@@ -12,9 +12,9 @@ fitted linear operator instead of taking optimiser steps; Tano, Portwood & Ragus
 per layer in POD coordinates and resume back-propagation after each jump.  This callback does
 both, as one rule:
 
-1. Every ``every`` epochs, DMD_RRR (:func:`~keras_koopman.dmd_rrr`) of the last ``window``
+1. Every ``analyze_every`` epochs, DMD_RRR (:func:`~keras_koopman.dmd_rrr`) of the last ``window``
    weight snapshots since the last accepted jump, for the whole network or each layer.
-2. Keep the trusted pairs: residual ``<= max_residual`` (spurious Ritz pairs have large
+2. Keep the trusted pairs: residual ``<= options.max_residual`` (spurious Ritz pairs have large
    residuals) and not growing (``|λ| <= 1 + delta``).
 3. Target: the forecast ``t_end + horizon`` or the fixed point (``λ ≈ 1`` modes kept,
    ``|λ| < 1`` modes decayed to zero).
@@ -36,11 +36,16 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-from keras_koopman.koopman import KoopmanModes, default_tol, dmd_rrr
+from keras_koopman.koopman import AnalysisOptions, KoopmanModes, default_tol, dmd_rrr
+from keras_koopman.recorder import WeightVector
+from keras_koopman.reinit import reset_optimizer_state
 
-__all__ = ["JumpRecord", "KoopmanAccelerator", "LOG_KEYS", "reset_optimizer_slots"]
+__all__ = ["ACCELERATOR_MAX_RESIDUAL", "JumpRecord", "KoopmanAccelerator", "LOG_KEYS"]
+
+#: residual bound of the trusted pairs when ``options.max_residual`` is ``None`` (a jump only
+#: moves along modes it can trust; chosen by ``scripts/bench_accelerate.py``)
+ACCELERATOR_MAX_RESIDUAL = 0.05
 
 #: the ``logs`` keys written at the end of every epoch
 LOG_KEYS = (
@@ -117,8 +122,8 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         Data for the accept/rollback check (arrays, or nested structures of arrays as the model
         takes them).  Use a slice of the *training* data (a few hundred to a few thousand
         samples), not the validation set, or the guard selects on the validation loss.
-    every : int
-        Attempt a jump every this many snapshots (the schedule; epochs by default).
+    analyze_every : int
+        Analyse and attempt a jump every this many snapshots (the schedule; epochs by default).
     window : int
         Number of weight snapshots (one per epoch end, or per ``batch_interval`` steps; the
         weights before training or just after a jump count as one) fitted by DMD_RRR.  At
@@ -126,7 +131,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         accepted jump.
     batch_interval : int, optional
         Take a snapshot (and possibly jump) every this many training steps instead of at
-        epoch ends, for training that runs few, long epochs.  ``every``, ``window`` and
+        epoch ends, for training that runs few, long epochs.  ``analyze_every``, ``window`` and
         ``horizon`` then count snapshots.  Adds a batch hook, which turns off Keras's
         asynchronous step dispatch.
     target : {"forecast", "fixed_point"}
@@ -145,12 +150,12 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         Rayleigh–Ritz step runs in the span of the leading left singular vectors, so POD
         coordinates are the ``rank`` truncation of that SVD (Tano et al. keep a few POD modes
         per layer).  ``None`` keeps every singular value above the float32-aware tolerance.
-    max_residual : float
-        Trust only Ritz pairs with data-driven residual at most this (residuals are those of
-        unit modes of the column-scaled data, so the threshold is relative).
-    delta : float
-        ``|λ − 1| <= delta`` counts as λ ≈ 1 (the fixed point); ``|λ| > 1 + delta`` counts as
-        growing and is never extrapolated.
+    options : AnalysisOptions, optional
+        The analysis settings (:class:`~keras_koopman.AnalysisOptions`).  Only Ritz pairs with
+        data-driven residual at most ``options.max_residual`` are trusted (residuals of unit
+        modes, so the bound is relative; :data:`ACCELERATOR_MAX_RESIDUAL` when it is ``None``);
+        ``|λ − 1| <= options.delta`` counts as λ ≈ 1 (the fixed point) and
+        ``|λ| > 1 + options.delta`` as growing, never extrapolated.
     anchored : bool
         ``True``: move the current weights by the predicted change of the trusted modes only,
         ``w + Σ_j z_j α_j (f_j − λ_j^{t_end})`` (the part of the weights the decomposition
@@ -164,7 +169,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         one pass over ``held_data``).
     backoff : bool
         After each rejected attempt double the wait before the next one (up to
-        ``8 · every``); an accepted jump resets it to ``every``.  Bounds the cost where jumps
+        ``8 · analyze_every``); an accepted jump resets it to ``analyze_every``.  Bounds the cost where jumps
         do not help.
     min_improvement : float
         Accept only if ``loss_after < (1 − min_improvement) · loss_before``.
@@ -174,9 +179,9 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         touched, so learning-rate schedules continue; with ``"reset"`` Adam's bias correction
         is already ≈ 1, so its next steps are up to ``(1 − β₁)/√(1 − β₂)`` (≈ 3.2 for the
         defaults) times the usual size until the moments refill.
-    start_epoch : int
-        No attempt before this many epochs have completed (with ``batch_interval``: before
-        epoch ``start_epoch`` has begun).
+    start_from_epoch : int
+        Epochs to wait before the first attempt (as in ``keras.callbacks.EarlyStopping``: the
+        first attempt can come at the end of epoch ``start_from_epoch``, 0-based).
     held_batch_size : int
         Forward-pass batch size for the held loss.
     verbose : int
@@ -209,16 +214,16 @@ class KoopmanAccelerator(keras.callbacks.Callback):
     training exactly.
     """
 
-    def __init__(self, held_data, *, every: int = 10, window: int = 10,
+    def __init__(self, held_data, *, analyze_every: int = 10, window: int = 10,
                  batch_interval: int | None = None, target: str = "fixed_point",
                  horizon: int = 20, granularity: str = "network", pod_rank: int | None = None,
-                 max_residual: float = 0.05, delta: float = 0.01, anchored: bool = True,
+                 options: AnalysisOptions | None = None, anchored: bool = True,
                  backtrack: int = 2, backoff: bool = True, min_improvement: float = 1e-3,
-                 optimizer_state: str = "keep", start_epoch: int = 0,
+                 optimizer_state: str = "keep", start_from_epoch: int = 0,
                  held_batch_size: int = 1024, verbose: int = 0) -> None:
         super().__init__()
         self.held_data = _check_held_data(held_data)
-        self.every = _positive_int(every, "every")
+        self.analyze_every = _positive_int(analyze_every, "analyze_every")
         self.window = _positive_int(window, "window")
         if self.window < 3:
             raise ValueError(f"window must be at least 3 snapshots; got {window!r}")
@@ -231,10 +236,9 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self.horizon = _positive_int(horizon, "horizon")
         self.granularity = _choice(granularity, "granularity", _GRANULARITIES)
         self.pod_rank = None if pod_rank is None else _positive_int(pod_rank, "pod_rank")
-        self.max_residual = _nonnegative(max_residual, "max_residual")
-        self.delta = _nonnegative(delta, "delta")
-        if not self.delta < 1:
-            raise ValueError(f"delta must be in [0, 1); got {delta!r}")
+        self.options = AnalysisOptions.coerce(options)
+        if not self.options.delta < 1:
+            raise ValueError(f"options.delta must be in [0, 1); got {self.options.delta!r}")
         if not isinstance(anchored, (bool, np.bool_)):
             raise ValueError(f"anchored must be True or False; got {anchored!r}")
         self.anchored = bool(anchored)
@@ -246,7 +250,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         if not self.min_improvement < 1:
             raise ValueError(f"min_improvement must be in [0, 1); got {min_improvement!r}")
         self.optimizer_state = _choice(optimizer_state, "optimizer_state", _OPTIMIZER_STATES)
-        self.start_epoch = _nonnegative_int(start_epoch, "start_epoch")
+        self.start_from_epoch = _nonnegative_int(start_from_epoch, "start_from_epoch")
         self.held_batch_size = _positive_int(held_batch_size, "held_batch_size")
         self.verbose = int(verbose)
         self._reset()
@@ -258,7 +262,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self._snapshots: collections.deque = collections.deque(maxlen=self.window)
         self._groups: list[tuple[int, int]] = []
         self._since_attempt = 0
-        self._interval = self.every
+        self._interval = self.analyze_every
         self._accepted = 0
         self._epoch = 0
         self._steps = 0
@@ -277,6 +281,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         if not variables:
             raise ValueError("model has no trainable weights to extrapolate")
         self._groups = _groups(variables, self.granularity)
+        self._vector = WeightVector(self.model, augment_constant=False)
         self._snapshots.append(self._read_weights())
         self.seconds += time.perf_counter() - start
 
@@ -288,7 +293,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self._steps += 1
         if self._steps % self.batch_interval == 0:
             start = time.perf_counter()
-            self._observe(self._epoch >= self.start_epoch)
+            self._observe(self._epoch >= self.start_from_epoch)
             self.seconds += time.perf_counter() - start
 
     def on_epoch_end(self, epoch, logs=None):
@@ -296,7 +301,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         self._epoch = int(epoch)
         if self.batch_interval is None:
-            self._observe(epoch + 1 >= self.start_epoch)
+            self._observe(epoch >= self.start_from_epoch)
         logs.update(self._epoch_log)
         logs["koopman_jumps_accepted"] = float(self._accepted)
         self._epoch_log = self._empty_epoch_log()
@@ -315,9 +320,9 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         record = self._attempt(self._epoch, weights, start)
         self.jumps.append(record)
         if record.accepted or not self.backoff:
-            self._interval = self.every
+            self._interval = self.analyze_every
         else:
-            self._interval = min(2 * self._interval, 8 * self.every)
+            self._interval = min(2 * self._interval, 8 * self.analyze_every)
         self._epoch_log["koopman_jump_attempted"] += 1.0
         self._epoch_log["koopman_jump_accepted"] += float(record.accepted)
         if record.loss_before > 0 and np.isfinite(record.loss_after):
@@ -379,68 +384,19 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         self._snapshots.clear()
         self._snapshots.append(self._read_weights())
         if self.optimizer_state == "reset":
-            reset_optimizer_slots(self.model.optimizer)
+            reset_optimizer_state(self.model.optimizer, iterations=False)
 
     def _predict_step(self) -> tuple[np.ndarray, int, int]:
-        """The predicted change of the flat weight vector, the pairs computed and used.
-
-        Each group's window ``F = [x_0 … x_m]`` (``x = [w; 1]``) is factored ``F = Q R`` once;
-        DMD_RRR runs on ``R`` (rows rotated by ``Qᵀ``, which changes neither eigenvalues,
-        residuals nor amplitudes) and only the step is lifted, ``Q c`` — ``O(n m)`` instead of
-        lifting every mode.
-        """
-        snapshots = np.stack(self._snapshots, axis=1)  # the weights' own dtype
-        dtype = snapshots.dtype
-        step = np.zeros(snapshots.shape[0])
-        n_modes = n_used = 0
-        for lo, hi in self._groups:
-            data = np.empty((hi - lo + 1, snapshots.shape[1]))  # float64 [w; 1]
-            data[:-1] = snapshots[lo:hi]
-            data[-1] = 1.0
-            with _blas_controller().limit(limits=1):  # see dmd_rrr.md §6.7
-                basis, coords = np.linalg.qr(data)
-            modes = dmd_rrr(coords, tol=default_tol(data.shape[0], dtype), rank=self.pod_rank)
-            change, used = self._change(modes)
-            n_modes += len(modes)
-            n_used += used
-            if not used:
-                continue
-            if self.anchored:
-                step[lo:hi] = (basis @ change)[:-1]
-            else:
-                new = basis @ change
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    step[lo:hi] = new[:-1] / new[-1] - data[:-1, -1]
-        return step, n_modes, n_used
-
-    def _change(self, modes: KoopmanModes) -> tuple[np.ndarray, int]:
-        """Anchored: the predicted change of the last snapshot; else the new point itself."""
-        lam = modes.eigenvalues
-        trusted = (modes.residuals <= self.max_residual) & (np.abs(lam) <= 1.0 + self.delta)
-        if self.target == "forecast":
-            use = trusted
-            final = lam ** (modes.t_end + self.horizon)
-        else:
-            unit = np.abs(lam - 1.0) <= self.delta
-            use = trusted & (unit | (np.abs(lam) < 1.0))
-            final = np.where(unit, lam ** modes.t_end, 0.0)  # λ ≈ 1 frozen, the rest decayed
-        z, alpha, lam, final = modes.modes[:, use], modes.amplitudes[use], lam[use], final[use]
-        if self.anchored:
-            return (z @ (alpha * (final - lam ** modes.t_end))).real, int(use.sum())
-        return (z @ (alpha * final)).real, int(use.sum())
+        return predict_step(np.stack(self._snapshots, axis=1), self._groups,
+                            target=self.target, horizon=self.horizon, anchored=self.anchored,
+                            pod_rank=self.pod_rank, options=self.options)
 
     # ------------------------------------------------------------------ weights and loss
     def _read_weights(self) -> np.ndarray:
-        parts = [keras.ops.convert_to_numpy(v).reshape(-1) for v in self.model.trainable_variables]
-        return np.concatenate(parts)
+        return self._vector.raw()
 
     def _write_weights(self, vector: np.ndarray) -> None:
-        offset = 0
-        for variable in self.model.trainable_variables:
-            size = int(np.prod(variable.shape))
-            value = vector[offset:offset + size].reshape(tuple(variable.shape))
-            variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
-            offset += size
+        self._vector.assign(vector)
 
     def _held_loss(self) -> float:
         """Mean loss of the model on ``held_data`` (compiled loss plus regularisers)."""
@@ -458,35 +414,65 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         return total / count
 
 
-def reset_optimizer_slots(optimizer) -> None:
-    """Set an optimiser's slot variables (moments, momentum) to zero.
+# ---------------------------------------------------------------------- the jump
+def predict_step(snapshots: np.ndarray, groups, *, target: str, horizon: int, anchored: bool,
+             pod_rank: int | None, options: AnalysisOptions) -> tuple[np.ndarray, int, int]:
+    """The predicted change of the flat weight vector, the pairs computed and used.
 
-    The iteration counter and a variable learning rate are left as they are.
+    Each group's window ``F = [x_0 … x_m]`` (``x = [w; 1]``) is factored ``F = Q R`` once;
+    DMD_RRR runs on ``R`` (rows rotated by ``Qᵀ``, which changes neither eigenvalues,
+    residuals nor amplitudes) and only the step is lifted, ``Q c`` — ``O(n m)`` instead of
+    lifting every mode.
     """
-    keep = {id(optimizer.iterations)}
-    rate = getattr(optimizer, "learning_rate", None)
-    if isinstance(rate, keras.Variable):
-        keep.add(id(rate))
-    for variable in optimizer.variables:
-        if id(variable) not in keep:
-            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    dtype = np.float32  # weights and their updates carry float32 rounding
+    step = np.zeros(snapshots.shape[0])
+    n_modes = n_used = 0
+    for lo, hi in groups:
+        data = np.empty((hi - lo + 1, snapshots.shape[1]))  # float64 [w; 1]
+        data[:-1] = snapshots[lo:hi]
+        data[-1] = 1.0
+        basis, coords = np.linalg.qr(data)
+        kwargs = options.dmd_kwargs()
+        if kwargs["tol"] is None:
+            kwargs["tol"] = default_tol(data.shape[0], dtype)
+        modes = dmd_rrr(coords, rank=pod_rank, **kwargs)
+        change, used = _change(modes, target=target, horizon=horizon, anchored=anchored,
+                               options=options)
+        n_modes += len(modes)
+        n_used += used
+        if not used:
+            continue
+        if anchored:
+            step[lo:hi] = (basis @ change)[:-1]
+        else:
+            new = basis @ change
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step[lo:hi] = new[:-1] / new[-1] - data[:-1, -1]
+    return step, n_modes, n_used
+
+
+def _change(modes: KoopmanModes, *, target: str, horizon: int, anchored: bool,
+            options: AnalysisOptions) -> tuple[np.ndarray, int]:
+    """Anchored: the predicted change of the last snapshot; else the new point itself."""
+    lam = modes.eigenvalues
+    bound = options.max_residual
+    bound = ACCELERATOR_MAX_RESIDUAL if bound is None else bound
+    delta = options.delta
+    trusted = (modes.residuals <= bound) & (np.abs(lam) <= 1.0 + delta)
+    if target == "forecast":
+        use = trusted
+        final = lam ** (modes.t_end + horizon)
+    else:
+        unit = np.abs(lam - 1.0) <= delta
+        use = trusted & (unit | (np.abs(lam) < 1.0))
+        final = np.where(unit, lam ** modes.t_end, 0.0)  # λ ≈ 1 frozen, the rest decayed
+    z, alpha, lam, final = modes.modes[:, use], modes.amplitudes[use], lam[use], final[use]
+    if anchored:
+        return (z @ (alpha * (final - lam ** modes.t_end))).real, int(use.sum())
+    return (z @ (alpha * final)).real, int(use.sum())
 
 
 # ---------------------------------------------------------------------- helpers
-_CONTROLLER: list[ThreadpoolController] = []
-
-
-def _blas_controller() -> ThreadpoolController:
-    """One process-wide controller (finding the BLAS libraries costs ~50 ms).
-
-    Multi-threaded OpenBLAS on a tall-skinny QR is up to 60× slower than one thread on a
-    busy two-core machine (measured: 130 ms vs 2 ms for 4,500 × 10).  Kept at module level
-    so that the callback itself stays deep-copyable (keras-tuner copies callbacks).
-    """
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
-
 def _groups(variables, granularity: str) -> list[tuple[int, int]]:
     """Flat-vector ranges ``[lo, hi)`` of the weight groups (whole network, or per layer)."""
     sizes = [int(np.prod(v.shape)) for v in variables]
