@@ -54,6 +54,7 @@ import numpy as np
 
 from keras_koopman._atomic import write_json_atomic
 from keras_koopman.analysis import KoopmanAnalysis, analyze_series, analyze_weights
+from keras_koopman.koopman import AnalysisOptions
 from keras_koopman.trajectory import TrainingTrajectory
 
 __all__ = [
@@ -140,8 +141,7 @@ def _windows(epochs: np.ndarray, counts, window, what: str) -> list[slice]:
 
 def analyze_windows(trajectory: TrainingTrajectory, observable: str, *,
                     counts: Sequence[int] = (), window: tuple[float, float] | None = None,
-                    delays: int | None = None, tol: float | None = None,
-                    refine: bool | float = False,
+                    options: AnalysisOptions | None = None,
                     n_features: int | None = None) -> list[KoopmanAnalysis]:
     """Koopman analyses of one observable of a saved trajectory.
 
@@ -155,13 +155,8 @@ def analyze_windows(trajectory: TrainingTrajectory, observable: str, *,
         Analyse the first ``K`` snapshots for each ``K`` (the paper's Figure 2 windows).
     window : (float, float), optional
         Instead, analyse the snapshots with ``first <= epoch <= last``.
-    delays : int, optional
-        Hankel depth for a scalar observable (default ``max(2, T // 3)``).
-    tol : float, optional
-        DMD_RRR truncation tolerance (default: float32 rounding level of the data).
-    refine : bool or float
-        Refinement of the Ritz pairs, as in :func:`~keras_koopman.dmd_rrr` (default ``False``,
-        the monitor's setting).
+    options : AnalysisOptions, optional
+        The analysis settings (default: the product's one default, as in the monitor).
     n_features : int, optional
         Length of the original weight snapshots when ``trajectory.weights`` already holds a
         compressed trajectory (a QR factor ``R``); sets the default tolerance. Default: the
@@ -180,10 +175,11 @@ def analyze_windows(trajectory: TrainingTrajectory, observable: str, *,
     ``Q`` has orthonormal columns (the monitor's compression). Cost ``O(n T²)`` once, then
     ``O(T³)`` per window, ``T`` the largest window end.
     """
+    options = AnalysisOptions.coerce(options)
     if observable == "weights":
         epochs = np.asarray(trajectory.weight_epochs, dtype=float)
         slices = _windows(epochs, counts, window, "weight")
-        if delays is not None:
+        if options.delays is not None:
             raise UsageError("--delays: applies to scalar observables (loss, val_loss), "
                              "not to the weights")
         stop = max(s.stop for s in slices)
@@ -192,8 +188,8 @@ def analyze_windows(trajectory: TrainingTrajectory, observable: str, *,
         snapshots = np.asarray(trajectory.weights[:, :stop], dtype=np.float64)
         factor = np.linalg.qr(snapshots, mode="r")
         n_features = snapshots.shape[0] if n_features is None else int(n_features)
-        return [analyze_weights(factor[:s.stop, s], epochs[s], n_features=n_features, tol=tol,
-                                refine=refine, keep_modes=False) for s in slices]
+        return [analyze_weights(factor[:s.stop, s], epochs[s], n_features=n_features,
+                                options=options, keep_modes=False) for s in slices]
     if observable not in trajectory.scalars:
         recorded = ["weights"] if trajectory.weights.shape[1] else []
         recorded += list(trajectory.scalars)
@@ -204,8 +200,7 @@ def analyze_windows(trajectory: TrainingTrajectory, observable: str, *,
     for s in _windows(epochs, counts, window, observable):
         try:
             results.append(analyze_series(values[s], epochs[s], observable=observable,
-                                          delays=delays, tol=tol, refine=refine,
-                                          keep_modes=False))
+                                          options=options, keep_modes=False))
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     return results
@@ -222,12 +217,12 @@ def default_counts(trajectory: TrainingTrajectory, observable: str) -> tuple[int
 
 
 def report_analyses(trajectory: TrainingTrajectory, *, loss_counts=None, weight_counts=None,
-                    tol: float | None = None, refine: bool | float = False,
+                    options: AnalysisOptions | None = None,
                     n_features: int | None = None) -> tuple[list[KoopmanAnalysis], dict]:
     """The report's analyses (the loss row and the weights row of Figure 2) and their counts.
 
     ``loss_counts``/``weight_counts`` default to the paper's, scaled to the run
-    (:func:`scaled_snapshot_counts`); ``refine`` and ``n_features`` are as in
+    (:func:`scaled_snapshot_counts`); ``options`` and ``n_features`` are as in
     :func:`analyze_windows`.
     """
     loss_counts = default_counts(trajectory, "loss") if loss_counts is None else loss_counts
@@ -235,11 +230,10 @@ def report_analyses(trajectory: TrainingTrajectory, *, loss_counts=None, weight_
         weight_counts = default_counts(trajectory, "weights")
     analyses = []
     if loss_counts:
-        analyses += analyze_windows(trajectory, "loss", counts=loss_counts, tol=tol,
-                                    refine=refine)
+        analyses += analyze_windows(trajectory, "loss", counts=loss_counts, options=options)
     if weight_counts:
-        analyses += analyze_windows(trajectory, "weights", counts=weight_counts, tol=tol,
-                                    refine=refine, n_features=n_features)
+        analyses += analyze_windows(trajectory, "weights", counts=weight_counts,
+                                    options=options, n_features=n_features)
     return analyses, {"loss": list(map(int, loss_counts)), "weights": list(map(int, weight_counts))}
 
 
@@ -310,10 +304,23 @@ def _to_jsonable(value):
 
 
 # ---------------------------------------------------------------------------- commands
-def _add_refine_option(parser) -> None:
+def _add_analysis_options(parser) -> None:
+    parser.add_argument("--tol", type=_positive_float, metavar="T",
+                        help="DMD_RRR truncation tolerance in (0, 1) (default: float32 rounding "
+                             "level)")
     parser.add_argument("--no-refine", dest="refine", action="store_false",
-                        help="plain Ritz pairs instead of refined ones (the paper's DMD_RRR, "
-                             "default; refinement costs O(k^3) per pair)")
+                        help="plain Ritz pairs instead of refining the important ones (the "
+                             "default, as in KoopmanMonitor; refinement costs O(k^3) per pair)")
+
+
+def _options(args) -> AnalysisOptions:
+    """The AnalysisOptions of the command line (the library's defaults unless a flag says)."""
+    try:
+        return AnalysisOptions(tol=args.tol, refine=None if args.refine else False,
+                               delays=getattr(args, "delays", None))
+    except (TypeError, ValueError) as exc:
+        flag = "--tol" if "tol" in str(exc) else "--delays" if "delays" in str(exc) else "--no-refine"
+        raise UsageError(f"{flag}: {exc}") from exc
 
 
 def _cmd_mnist(args) -> int:
@@ -345,6 +352,18 @@ def _cmd_mnist(args) -> int:
             (out / name).unlink(missing_ok=True)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UsageError(f"--data-dir: {args.data_dir} is not a folder")
+    options = _options(args)
+    epochs = args.epochs
+    for flag, counts, key in (("--loss-snapshots", args.loss_snapshots, "loss"),
+                              ("--weight-snapshots", args.weight_snapshots, "weights")):
+        if counts and min(counts) < MIN_SNAPSHOTS[key]:
+            raise UsageError(f"{flag}: an analysis needs at least {MIN_SNAPSHOTS[key]} "
+                             f"snapshots; got {min(counts)}")
+    if args.resume:
+        done_before = _epochs_recorded(out / "trajectory")
+        if done_before > epochs:
+            raise UsageError(f"--epochs: the run in {out} has already trained {done_before} "
+                             f"epochs; pass --epochs {done_before} or more to resume it")
 
     import keras
 
@@ -363,7 +382,6 @@ def _cmd_mnist(args) -> int:
         raise UsageError(str(exc)) from exc
     n_train = args.subset or 60_000
 
-    epochs = args.epochs
     loss_counts = args.loss_snapshots or scaled_snapshot_counts(
         PAPER_LOSS_SNAPSHOTS, epochs, minimum=MIN_SNAPSHOTS["loss"])
     weight_counts = args.weight_snapshots or scaled_snapshot_counts(
@@ -379,12 +397,14 @@ def _cmd_mnist(args) -> int:
     model = paper_cnn(args.init, seed=args.seed, learning_rate=args.learning_rate)
     # Live diagnostics (koopman_* in the logs) at the epochs the report analyses end at.
     live_epochs = sorted({k for k in loss_counts} | {k - 1 for k in weight_counts if k > 1})
-    monitor = KoopmanMonitor(observables=OBSERVABLES, analyze_at=live_epochs,
+    monitor = KoopmanMonitor(OBSERVABLES, analyze_at=live_epochs, options=options,
                              storage=out / "trajectory", resume=args.resume)
     # Order matters: the monitor records an epoch, CSVLogger sees its koopman_* logs, and
     # only then is the epoch checkpointed, so a resumed run never lacks a snapshot.
     callbacks = [monitor, keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-                 keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False)]
+                 # two alternating checkpoints: a kill during one write leaves the other
+                 keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False,
+                                                  double_checkpoint=True)]
     previous_wall = _read_wall(out) if args.resume else 0.0
     started = time.perf_counter()
     model.fit(train, validation_data=(x_test, y_test), epochs=epochs,
@@ -398,8 +418,7 @@ def _cmd_mnist(args) -> int:
     loss_counts = [k for k in loss_counts if k <= done]
     weight_counts = [k for k in weight_counts if k <= trajectory.weights.shape[1]]
     analyses, counts = report_analyses(trajectory, loss_counts=loss_counts,
-                                       weight_counts=weight_counts, tol=args.tol,
-                                       refine=args.refine)
+                                       weight_counts=weight_counts, options=options)
     logs = _read_history(out / "history.csv", done)
     val = np.asarray(logs.get("val_loss", []), dtype=float)
     finite_val = np.where(np.isfinite(val), val, np.inf)
@@ -410,7 +429,7 @@ def _cmd_mnist(args) -> int:
             "dataset": dataset, "init": args.init, "epochs": epochs, "subset": args.subset,
             "train_examples": n_train, "test_examples": int(len(y_test)),
             "batch_size": args.batch_size, "seed": args.seed, "optimizer": "adam",
-            "learning_rate": args.learning_rate, "tol": args.tol, "refine": args.refine,
+            "learning_rate": args.learning_rate, "options": options.get_config(),
             "data_dir": None if args.data_dir is None else str(Path(args.data_dir).resolve()),
             "keras_version": keras.__version__, "backend": keras.backend.backend(),
         },
@@ -433,6 +452,18 @@ def _cmd_mnist(args) -> int:
     print(f"{out / 'report.png'}, {out / 'summary.json'}, {out / 'trajectory'} "
           f"({wall:.0f} s of training)")
     return 0
+
+
+def _epochs_recorded(folder: Path) -> int:
+    """Completed epochs of the record in ``folder`` (0 without one)."""
+    if not (folder / "trajectory.json").is_file():
+        return 0
+    try:
+        trajectory = TrainingTrajectory.load(folder)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--resume: {folder}: unreadable record ({exc})") from exc
+    epochs = trajectory.scalars.get("loss", (np.empty(0),))[0]
+    return int(epochs.max()) if epochs.size else 0
 
 
 def _read_wall(out: Path) -> float:
@@ -475,8 +506,7 @@ def _cmd_analyze(args) -> int:
         if not counts:
             raise UsageError(f"{args.trajectory}: too few {args.observable} snapshots to analyse")
     analyses = analyze_windows(trajectory, args.observable, counts=counts or (),
-                               window=args.window, delays=args.delays, tol=args.tol,
-                               refine=args.refine)
+                               window=args.window, options=_options(args))
     _print_table(analyses)
     if args.json is not None:
         target = Path(args.json)
@@ -498,10 +528,10 @@ def _cmd_plot(args) -> int:
         analyses = []
         if args.loss_snapshots:
             analyses += analyze_windows(trajectory, "loss", counts=args.loss_snapshots,
-                                        tol=args.tol, refine=args.refine)
+                                        options=_options(args))
         if args.weight_snapshots:
             analyses += analyze_windows(trajectory, "weights", counts=args.weight_snapshots,
-                                        tol=args.tol, refine=args.refine)
+                                        options=_options(args))
     elif run_dir is not None:
         summary = _read_summary(run_dir)
         analyses = [KoopmanAnalysis.from_dict(d) for d in summary.get("analyses", [])]
@@ -513,7 +543,7 @@ def _cmd_plot(args) -> int:
     elif trajectory.analyses:
         analyses = list(trajectory.analyses)
     else:
-        analyses, _ = report_analyses(trajectory, tol=args.tol, refine=args.refine)
+        analyses, _ = report_analyses(trajectory, options=_options(args))
     if not analyses:
         raise UsageError(f"{args.source}: no analyses to draw (too few snapshots)")
     if args.observables:
@@ -674,9 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     mnist.add_argument("--weight-snapshots", type=_positive_int, nargs="+", metavar="K",
                        help="analyse the weights over their first K snapshots, the initial "
                             "weights being the first (default: 50 100 500, scaled to the run)")
-    mnist.add_argument("--tol", type=_positive_float, metavar="T",
-                       help="DMD_RRR truncation tolerance (default: float32 rounding level)")
-    _add_refine_option(mnist)
+    _add_analysis_options(mnist)
     resume = mnist.add_mutually_exclusive_group()
     resume.add_argument("--overwrite", action="store_true",
                         help="replace a run already in OUT")
@@ -699,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-run DMD_RRR analyses on a saved trajectory (a trajectory folder, or a "
                     "run folder written by 'mnist') without retraining, and print a table of "
                     "spectral diagnostics: spectral radius, unit cluster ('near 1', the "
-                    "importance-weighted share of eigenvalues within 0.02 of 1), growing "
+                    "importance-weighted share of eigenvalues within 0.01 of 1, AnalysisOptions.delta), growing "
                     "share, slowest decay rate per epoch, epochs to converge, number of "
                     "important modes. Default windows: the paper's snapshot counts scaled to "
                     "the run.")
@@ -714,9 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="analyse the snapshots of epochs A to B (inclusive)")
     analyze.add_argument("--delays", type=_positive_int, metavar="L",
                          help="Hankel depth for loss/val_loss (default: a third of the values)")
-    analyze.add_argument("--tol", type=_positive_float, metavar="T",
-                         help="DMD_RRR truncation tolerance (default: float32 rounding level)")
-    _add_refine_option(analyze)
+    _add_analysis_options(analyze)
     analyze.add_argument("--json", metavar="OUT",
                          help="also write the analyses (spectra and diagnostics) to this JSON "
                               "file")
@@ -739,9 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rows to draw (default: every analysed observable)")
     plot.add_argument("--max-columns", type=_positive_int, default=3, metavar="C",
                       help="most spectra per row (default 3)")
-    plot.add_argument("--tol", type=_positive_float, metavar="T",
-                      help="DMD_RRR tolerance for recomputed analyses")
-    _add_refine_option(plot)
+    _add_analysis_options(plot)
     plot.add_argument("--title", help="figure title")
     plot.set_defaults(handler=_cmd_plot)
 
@@ -767,6 +791,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder below a file, a read-only disk, a full disk, ...
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"{PROG} {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ class KoopmanPruning(keras.callbacks.Callback):
 
     Records the training loss and the objective every epoch with a
     :class:`~keras_koopman.TrajectoryRecorder` (scalars only: the per-epoch cost is a few
-    floats, an analysis ``O(T³)`` for ``T`` epochs) and prunes, from epoch ``warmup`` on, when
+    floats, an analysis ``O(T³)`` for ``T`` epochs) and prunes, after ``start_from_epoch`` epochs, when
 
     1. **loss rule**: the training loss is still at least ``loss_ratio`` times its first value
        (:func:`~keras_koopman.decisions.loss_ratio_reason`; 0.9 was chosen by
@@ -152,8 +152,10 @@ class KoopmanPruning(keras.callbacks.Callback):
     Args:
         objective: ``logs`` key to forecast (default ``"val_loss"``; in a tuner, its objective).
         direction: ``"min"`` or ``"max"``: whether smaller or larger values are better.
-        warmup: First completed epoch at which a rule may prune (at least 2); the forecast
-            rule starts at ``max(warmup, 4)``.
+        start_from_epoch: Epochs to wait before a rule may prune (as in Keras's
+            ``EarlyStopping``: the first prune can come at the end of epoch
+            ``start_from_epoch``, 0-based; at least 1, since the loss rule compares with the
+            first epoch); the forecast rule waits for 4 values.
         margin: Relative margin of the forecast rule: prune when the best of the observed
             values and the forecast is worse than ``reference ± margin·|reference|``.
         reference: Objective of the best completed trial; ``None`` turns the forecast rule off
@@ -178,7 +180,8 @@ class KoopmanPruning(keras.callbacks.Callback):
     (True, 2, 'POOR_INITIALIZATION')
     """
 
-    def __init__(self, objective: str | None = None, *, direction: str = "min", warmup: int = 2,
+    def __init__(self, objective: str | None = None, *, direction: str = "min",
+                 start_from_epoch: int = 1,
                  margin: float = 0.1, reference: float | None = None,
                  loss_ratio: float | None = 0.9, forecast: bool = True, restarts: int = 0,
                  restart_seed: int = 1, options: AnalysisOptions | None = None,
@@ -188,8 +191,9 @@ class KoopmanPruning(keras.callbacks.Callback):
             raise TypeError(f"objective must be a logs key (str); got {objective!r}")
         if direction not in ("min", "max"):
             raise ValueError(f"direction must be 'min' or 'max'; got {direction!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 2:
-            raise ValueError(f"warmup must be an integer >= 2; got {warmup!r}")
+        if isinstance(start_from_epoch, bool) or not isinstance(start_from_epoch, int) \
+                or start_from_epoch < 1:
+            raise ValueError(f"start_from_epoch must be an integer >= 1; got {start_from_epoch!r}")
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) \
                 or not math.isfinite(margin) or margin < 0:
             raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
@@ -209,7 +213,7 @@ class KoopmanPruning(keras.callbacks.Callback):
             raise TypeError(f"restart_seed must be an integer; got {restart_seed!r}")
         self.objective = objective
         self.direction = direction
-        self.warmup = warmup
+        self.start_from_epoch = start_from_epoch
         self.margin = float(margin)
         self.reference = None if reference is None else float(reference)
         self.loss_ratio = None if loss_ratio is None else float(loss_ratio)
@@ -227,7 +231,8 @@ class KoopmanPruning(keras.callbacks.Callback):
 
     def get_config(self) -> dict:
         """Every constructor argument (build a copy with ``KoopmanPruning(**config)``)."""
-        return {"objective": self.objective, "direction": self.direction, "warmup": self.warmup,
+        return {"objective": self.objective, "direction": self.direction,
+                "start_from_epoch": self.start_from_epoch,
                 "margin": self.margin, "reference": self.reference,
                 "loss_ratio": self.loss_ratio, "forecast": self.forecast,
                 "restarts": self.restarts, "restart_seed": self.restart_seed,
@@ -270,7 +275,7 @@ class KoopmanPruning(keras.callbacks.Callback):
 
     def _loss_rule(self, done: int) -> bool:
         """Apply the loss rule; ``True`` if it acted (restart or prune)."""
-        if self.loss_ratio is None or done - self.recorder.segment_epoch < self.warmup:
+        if self.loss_ratio is None or done - self.recorder.segment_epoch <= self.start_from_epoch:
             return False
         _, loss = self.recorder.scalar("loss")
         reason = loss_ratio_reason(loss, self.loss_ratio)
@@ -300,7 +305,7 @@ class KoopmanPruning(keras.callbacks.Callback):
         return float(ahead[-1]), float(best)
 
     def _forecast_condemns(self, done: int, best_ahead: float) -> bool:
-        if not self.forecast or self.reference is None or done < max(self.warmup, FORECAST_FROM) \
+        if not self.forecast or self.reference is None or done <= self.start_from_epoch or done < FORECAST_FROM \
                 or not math.isfinite(best_ahead):
             return False
         _, observed = self.recorder.scalar(self.objective_name)
