@@ -132,7 +132,7 @@ def run_worker(method: str, data_path: str, tol: float, rank: int | None, repeat
                result_path: str) -> None:
     """Load the trajectory, run ``method`` ``repeat`` times, save eigenvalues, time and memory."""
     from keras_koopman import dmd_rrr
-    from keras_koopman.koopman import _lapack
+    import lapack_oracle as _lapack  # beside this script (sys.path[0])
     from pydmd import DMD
 
     F32 = np.load(data_path)

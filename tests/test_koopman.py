@@ -338,12 +338,13 @@ def modes_with(eigenvalues, importance, residuals=None):
 def test_diagnostics_known_values():
     km = modes_with([1.0, 0.995, 0.9, 1.2, 0.1], [1.0, 0.5, 0.25, 0.25, 0.01])
     important_total = 1.0 + 0.5 + 0.25 + 0.25
+    cut = dict(delta=0.01, min_importance=0.05)  # leaves out the 0.01-important mode
     assert spectral_radius(km) == pytest.approx(1.2)
-    assert unit_cluster(km, delta=0.01) == pytest.approx(1.5 / important_total)
-    assert growing_importance(km, delta=0.01) == pytest.approx(0.25 / important_total)
-    assert slowest_decay(km, delta=0.01) == pytest.approx(-np.log(0.9))
-    assert epochs_to_shrink(km, 100.0, delta=0.01) == pytest.approx(np.log(100) / -np.log(0.9))
-    diag = diagnose(km, delta=0.01)
+    assert unit_cluster(km, **cut) == pytest.approx(1.5 / important_total)
+    assert growing_importance(km, **cut) == pytest.approx(0.25 / important_total)
+    assert slowest_decay(km, **cut) == pytest.approx(-np.log(0.9))
+    assert epochs_to_shrink(km, 100.0, **cut) == pytest.approx(np.log(100) / -np.log(0.9))
+    diag = diagnose(km, **cut)
     assert diag.n_important == 4
     logs = diag.as_logs()
     assert logs["koopman_unit_cluster"] == pytest.approx(1.5 / important_total)
@@ -364,3 +365,121 @@ def test_converged_spectrum_needs_no_epochs():
         epochs_to_shrink(km, 0.5)
     with pytest.raises(TypeError, match="modes"):
         unit_cluster(np.ones(3))
+
+
+def test_diagnose_reads_analysis_options():
+    from keras_koopman.koopman import AnalysisOptions
+
+    km = modes_with([1.0, 0.995, 0.9, 1.2, 0.1], [1.0, 0.5, 0.25, 0.25, 0.01],
+                    residuals=[0.0, 0.0, 0.5, 0.0, 0.0])
+    options = AnalysisOptions(delta=0.001, min_importance=0.2, max_residual=0.1)
+    assert diagnose(km, options=options) == diagnose(km, **options.diagnose_kwargs())
+    assert diagnose(km, options=options).n_important == 3  # 0.9 fails the residual
+    # an explicit keyword overrides the option; omitted ones come from DEFAULT_OPTIONS
+    assert diagnose(km, options, min_importance=0.0).n_important == 4
+    assert diagnose(km) == diagnose(km, AnalysisOptions())
+    assert diagnose(km, delta=0.01).unit_cluster > diagnose(km, options).unit_cluster
+    with pytest.raises(TypeError, match="options"):
+        diagnose(km, {"delta": 0.1})
+
+
+def test_diagnostics_reject_non_finite_modes():
+    km = modes_with([np.nan, 0.5], [1.0, 1.0])
+    with pytest.raises(ValueError, match="modes"):
+        diagnose(km)
+
+
+# ----------------------------------------------------------------------------- magnitudes
+
+def two_mode_trajectory(rng, n=20, steps=12):
+    basis = rng.standard_normal((n, 2))
+    return basis @ np.array([0.9 ** np.arange(steps), 0.5 ** np.arange(steps)])
+
+
+@pytest.mark.parametrize("s", [1e-300, 1e-200, 1e-155, 1e-100, 1e100, 1e154, 1e155, 1e200, 1e300])
+@pytest.mark.parametrize("scale", [True, False])
+def test_magnitude_does_not_change_the_decomposition(rng, s, scale):
+    F = two_mode_trajectory(rng)
+    ref = dmd_rrr(F, scale=scale)
+    km = dmd_rrr(s * F, scale=scale)
+    assert match_error(km.eigenvalues, [0.9, 0.5]) < 1e-12
+    assert match_error(km.eigenvalues, ref.eigenvalues) < 1e-12
+    assert np.allclose(km.importance, ref.importance, rtol=1e-10, atol=1e-12)
+    assert np.all(np.isfinite(km.residuals)) and km.residuals.max() < 1e-12
+    assert np.allclose(km.amplitudes / s, ref.amplitudes, rtol=1e-9)
+    assert np.allclose(km.reconstruct(np.arange(12)), s * F, rtol=0, atol=1e-10 * s)
+
+
+def test_one_huge_snapshot_gives_finite_residuals_and_importance(rng):
+    F = two_mode_trajectory(rng)
+    F[:, 5] *= 1e200
+    km = dmd_rrr(F)
+    assert np.all(np.isfinite(km.residuals)) and np.all(np.isfinite(km.importance))
+    assert km.importance.max() == 1.0
+    assert km.residuals.max() > 1e100  # not a linear trajectory: the residuals say so
+
+
+def test_snapshots_spanning_300_orders_are_rejected_by_name(rng):
+    F = rng.standard_normal((10, 6))
+    F[:, 2] *= 1e-300
+    F[:, 4] *= 1e5
+    with pytest.raises(ValueError, match="span more than float64"):
+        dmd_rrr(F)
+    with pytest.raises(ValueError, match="X, Y"):
+        dmd_rrr(F[:, :3], F[:, 3:])
+
+
+def test_exact_decay_over_280_orders_is_decomposed(rng):
+    """λ = 1e-40 over 8 steps: the snapshots span 280 orders of magnitude."""
+    basis = rng.standard_normal((15, 2))
+    F = basis @ np.array([1e-40 ** np.arange(8.0), 0.5 ** np.arange(8.0)])
+    km = dmd_rrr(F)
+    assert match_error(km.eigenvalues, [1e-40, 0.5]) < 1e-12
+
+
+def test_norm_beyond_float64_is_a_value_error():
+    F = np.full((1000, 5), 1.7e308) * np.array([1.0, 0.9, 0.8, 0.7, 0.6])
+    with pytest.raises(ValueError, match="overflow"):
+        dmd_rrr(F)
+
+
+@pytest.mark.parametrize("s", [1e-300, 1e300])
+def test_incremental_qr_at_extreme_magnitudes(rng, s):
+    from keras_koopman import IncrementalQR
+
+    F = two_mode_trajectory(rng, n=30)
+    qr = IncrementalQR(30)
+    for column in (s * F).T:
+        qr.append(column)
+    assert qr.R.shape[0] == 2  # exactly rank 2 at any magnitude
+    assert np.allclose(qr.Q @ qr.R, s * F, rtol=0, atol=1e-12 * s)
+    assert np.allclose(qr.Q.T @ qr.Q, np.eye(2), atol=1e-12)
+    assert match_error(dmd_rrr(qr.R).eigenvalues, [0.9, 0.5]) < 1e-12
+
+
+def test_incremental_qr_rejects_norm_overflow():
+    from keras_koopman import IncrementalQR
+
+    qr = IncrementalQR(100)
+    with pytest.raises(ValueError, match="snapshot"):
+        qr.append(np.full(100, 1e308))
+
+
+def test_check_finite_is_exact_for_huge_finite_data():
+    from keras_koopman.koopman._validation import check_finite
+
+    big = np.full((50, 3), 1e308)
+    check_finite(big, "X")  # sums overflow, entries are finite
+    big[7, 2] = np.inf
+    with pytest.raises(ValueError, match="X contains inf .*column 2"):
+        check_finite(big, "X")
+    with pytest.raises(ValueError, match="series contains NaN"):
+        check_finite(np.array([[1e308 + 0j, complex(1.0, np.nan)]]), "series")
+
+
+@pytest.mark.parametrize("s", [1e-300, 1e300])
+def test_series_at_extreme_magnitudes(s):
+    x = damped_oscillator(60)[:, 0]
+    km = dmd_rrr_series(s * x, 20)
+    assert match_error(km.eigenvalues, [OSC, np.conj(OSC)]) < 1e-9
+    assert np.allclose(km.reconstruct(np.arange(41))[0], s * x[:41], rtol=0, atol=1e-10 * s)

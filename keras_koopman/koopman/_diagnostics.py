@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from keras_koopman.koopman._dmd import KoopmanModes
+from keras_koopman.koopman._options import DEFAULT_OPTIONS, AnalysisOptions
 from keras_koopman.koopman._validation import check_nonnegative
 
 __all__ = [
@@ -30,8 +31,8 @@ __all__ = [
     "unit_cluster",
 ]
 
-DEFAULT_DELTA = 0.01  # = AnalysisOptions().delta
-DEFAULT_MIN_IMPORTANCE = 0.01  # = AnalysisOptions().min_importance
+DEFAULT_DELTA = DEFAULT_OPTIONS.delta
+DEFAULT_MIN_IMPORTANCE = DEFAULT_OPTIONS.min_importance
 
 
 def _important(modes: KoopmanModes, min_importance, max_residual) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +43,12 @@ def _important(modes: KoopmanModes, min_importance, max_residual) -> tuple[np.nd
     keep = modes.importance >= min_importance
     if max_residual is not None:
         keep &= modes.residuals <= max_residual
-    return modes.eigenvalues[keep], modes.importance[keep]
+    lam, weight = modes.eigenvalues[keep], modes.importance[keep]
+    if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(np.abs(lam)))
+            and np.all(np.isfinite(weight))):
+        raise ValueError("modes: the important modes have non-finite eigenvalues or "
+                         "importances; they cannot be diagnosed")
+    return lam, weight
 
 
 def _check_delta(delta) -> float:
@@ -139,17 +145,29 @@ class SpectralDiagnostics:
         return {prefix + name: float(value) for name, value in asdict(self).items()}
 
 
-def diagnose(modes: KoopmanModes, *, delta: float = DEFAULT_DELTA,
-             min_importance: float = DEFAULT_MIN_IMPORTANCE, max_residual: float | None = None,
+def diagnose(modes: KoopmanModes, options: AnalysisOptions | None = None, *,
+             delta: float | None = None, min_importance: float | None = None,
+             max_residual: float | None = None,
              shrink_factor: float = 100.0) -> SpectralDiagnostics:
-    """Compute every diagnostic with one set of thresholds. Cost ``O(k)``."""
-    options = dict(min_importance=min_importance, max_residual=max_residual)
-    lam, _ = _important(modes, min_importance, max_residual)
+    """Compute every diagnostic with one set of thresholds. Cost ``O(k)``.
+
+    Thresholds come from ``options`` (an :class:`AnalysisOptions`; ``None`` means
+    ``DEFAULT_OPTIONS``: ``delta``, ``min_importance``, ``max_residual``); a keyword given
+    explicitly overrides the corresponding option.
+    """
+    if options is not None and not isinstance(options, AnalysisOptions):
+        raise TypeError(f"options must be an AnalysisOptions or None; got "
+                        f"{type(options).__name__}")
+    settings = (options or DEFAULT_OPTIONS).diagnose_kwargs()
+    explicit = dict(delta=delta, min_importance=min_importance, max_residual=max_residual)
+    settings.update({name: value for name, value in explicit.items() if value is not None})
+    delta = settings.pop("delta")
+    lam, _ = _important(modes, settings["min_importance"], settings["max_residual"])
     return SpectralDiagnostics(
-        spectral_radius=spectral_radius(modes, **options),
-        unit_cluster=unit_cluster(modes, delta=delta, **options),
-        slowest_decay_rate=slowest_decay(modes, delta=delta, **options),
-        epochs_to_converge=epochs_to_shrink(modes, shrink_factor, delta=delta, **options),
-        growing=growing_importance(modes, delta=delta, **options),
+        spectral_radius=spectral_radius(modes, **settings),
+        unit_cluster=unit_cluster(modes, delta=delta, **settings),
+        slowest_decay_rate=slowest_decay(modes, delta=delta, **settings),
+        epochs_to_converge=epochs_to_shrink(modes, shrink_factor, delta=delta, **settings),
+        growing=growing_importance(modes, delta=delta, **settings),
         n_important=int(lam.size),
     )

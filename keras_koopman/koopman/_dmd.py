@@ -22,8 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
-from threadpoolctl import threadpool_limits
 
+from keras_koopman.koopman._norms import (
+    column_norms,
+    max_abs,
+    scale_by_power_of_two,
+    vector_norm,
+)
 from keras_koopman.koopman._validation import (
     as_snapshot_matrix,
     check_nonnegative,
@@ -35,6 +40,9 @@ __all__ = ["KoopmanModes", "dmd_rrr", "default_tol"]
 
 _EPS = np.finfo(np.float64).eps
 _DENSE_REFINE_MAX = 8  # refine up to this many pairs by dense QR, more through a Schur form
+# A nonzero snapshot whose largest entry is below 2^-960 times the data's largest entry would
+# have subnormal (imprecise) entries after the power-of-two pre-scaling: such data are rejected.
+_MIN_RELATIVE_EXPONENT = -960
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,10 +228,16 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
     -----
     Steps and costs (``p``: compressed width, ``k``: rank):
 
-    0. Householder QR of the data, ``[x_0 … x_m] = Q R`` (``p = m + 1``) or ``[X Y] = Q R``
+    0. Magnitude: the data are multiplied by the power of two ``2^-e`` that brings the
+       largest entry into ``[0.5, 1)`` (exact; one pass, ``O(np)``), so that no step can
+       overflow or underflow because of the data's overall size; amplitudes (and, without
+       scaling, singular values) are multiplied back by ``2^e`` at the end.
+       Householder QR of the data, ``[x_0 … x_m] = Q R`` (``p = m + 1``) or ``[X Y] = Q R``
        (``p = 2m``): ``≈ 2np²`` flops; ``Q`` stays as reflectors and all later steps use the
        p×p ``R`` (norm-preserving).
-    1. Column scaling ``X₁ = X D⁻¹``: ``O(pm)``.
+    1. Column scaling ``X₁ = X D⁻¹``, ``D = diag(‖X(:,i)‖₂)`` with overflow/underflow-free
+       norms (each column scaled by a power of two before summing squares, as LAPACK's
+       ``dnrm2`` scales): ``O(pm)``.
     2. SVD ``X₁ = U Σ Vᴴ``: ``O(pm²)``; rank ``k`` by ``tol``/``rank``.
     3. ``B = A U_k = Y₁ V_k Σ_k⁻¹`` (data-driven, no rank assumption): ``O(pmk)``.
     4. Rayleigh quotient ``S = U_kᴴ B`` and ``R₂₂ = qr(B − U_k S)``: ``O(pk²)``.
@@ -243,7 +257,13 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
     TypeError
         Non-numeric ``X``/``Y`` or a badly typed option.
     ValueError
-        Non-finite data, not 2-D, too few snapshots, shape mismatch, all-zero data (rank 0).
+        Non-finite data, not 2-D, too few snapshots, shape mismatch, all-zero data (rank 0);
+        nonzero snapshots more than ``2^960`` (≈ 290 orders of magnitude) smaller than the
+        largest, which float64 cannot hold accurately beside it; results that overflow float64
+        (a snapshot norm above ``1.8e308``, or consecutive snapshots whose size ratio makes the
+        Rayleigh quotient overflow).  Every other finite input gives finite eigenvalues,
+        residuals, amplitudes and importances, and ``dmd_rrr(s * X)`` has the eigenvalues,
+        residuals and importances of ``dmd_rrr(X)`` for every ``s`` with ``s * X`` finite.
     """
     tol = check_tol(tol)
     rank = check_positive_int(rank, "rank", allow_none=True)
@@ -267,33 +287,36 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
     else:
         data = np.concatenate([X, Y], axis=1)
         m = X.shape[1]
-    Q, R = _compress(data, work_dtype)
+    exponent = _magnitude(data, "X" if trajectory else "X, Y")
+    Q, R = _compress(data, work_dtype, exponent)
     del data
     if trajectory:
         Xc, Yc, Fc, t_end = R[:, :m], R[:, 1:], R, m
     else:
         Xc, Yc, Fc, t_end = R[:, :m], R[:, m:], R[:, :m], m
 
-    # The small-matrix work runs on one thread: multithreaded OpenBLAS on p×p problems gains
-    # little and, on a busy machine, spinning threads made ``eig`` 10-50x slower (measured).
-    with threadpool_limits(limits=1):
-        core = _rayleigh_ritz(Xc, Yc, tol=tol, rank=rank, scale=scale, real=real)
-        G = core.Uk.conj().T @ Fc
-        W, eigenvalues, residuals = core.W, core.eigenvalues, core.residuals
-        if refine is False:
-            amplitudes = _amplitudes(G, W, eigenvalues, real, core.pair_first)
-        else:
-            chosen = np.ones(len(eigenvalues), dtype=bool)
-            if refine is not True:  # only pairs important before refinement
-                magnitude = np.abs(_amplitudes(G, W, eigenvalues, real, core.pair_first))
-                chosen = magnitude >= refine * magnitude.max()
-            eigenvalues, W, residuals = _refine(core, chosen, real)
-            amplitudes = _amplitudes(G, W, eigenvalues, real, core.pair_first)
+    core = _rayleigh_ritz(Xc, Yc, tol=tol, rank=rank, scale=scale, real=real)
+    G = core.Uk.conj().T @ Fc
+    W, eigenvalues, residuals = core.W, core.eigenvalues, core.residuals
+    if refine is False:
+        amplitudes, importance = _amplitudes(G, W, eigenvalues, real, core.pair_first)
+    else:
+        chosen = np.ones(len(eigenvalues), dtype=bool)
+        if refine is not True:  # only pairs important before refinement
+            chosen = _amplitudes(G, W, eigenvalues, real, core.pair_first)[1] >= refine
+        eigenvalues, W, residuals = _refine(core, chosen, real)
+        amplitudes, importance = _amplitudes(G, W, eigenvalues, real, core.pair_first)
     modes = _lift(Q, core.Uk @ W, real, core.pair_first)
 
-    magnitude = np.abs(amplitudes)
-    top = magnitude.max() if magnitude.size else 0.0
-    importance = magnitude / top if top > 0 else np.zeros_like(magnitude)
+    # undo the power-of-two pre-scaling (exact): amplitudes and, without column scaling,
+    # singular values carry the data's magnitude; eigenvalues, residuals and modes do not
+    with np.errstate(over="ignore", under="ignore"):  # overflow is reported just below
+        amplitudes = scale_by_power_of_two(amplitudes, exponent)
+        singular_values = (core.singular_values if scale
+                           else np.ldexp(core.singular_values, exponent))
+    _check_outputs(eigenvalues=eigenvalues, residuals=residuals, modes=modes,
+                   importance=importance, amplitudes=amplitudes,
+                   singular_values=singular_values)
     order = np.lexsort((-eigenvalues.imag, -importance))
     return KoopmanModes(
         eigenvalues=eigenvalues[order],
@@ -302,10 +325,48 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
         amplitudes=amplitudes[order],
         importance=importance[order],
         rank=int(core.Uk.shape[1]),
-        singular_values=core.singular_values,
+        singular_values=singular_values,
         t_end=int(t_end),
         real_data=bool(real),
     )
+
+
+def _magnitude(data: np.ndarray, name: str) -> int:
+    """Power-of-two exponent of the data's largest entry (checking the smallest columns).
+
+    Scaling by ``2^-exponent`` (exact) brings the largest entry into ``[0.5, 1)``, so that no
+    later sum of squares, product or norm can overflow or underflow on account of the data's
+    overall size: ``dmd_rrr(s·X)`` then computes what ``dmd_rrr(X)`` does.  Nonzero columns
+    more than ``2^960`` (≈ 290 orders of magnitude) below the largest cannot be held accurately
+    next to it in float64 and raise ``ValueError``.  Cost: two passes over the data.
+    """
+    largest = max_abs(data)
+    columns = np.frexp(largest)[1]
+    nonzero = np.flatnonzero(largest > 0)
+    if nonzero.size == 0:
+        raise ValueError(f"{name} has rank 0: every snapshot is zero, there is nothing to "
+                         "decompose")
+    exponent = int(columns[nonzero].max())
+    relative = columns - exponent
+    tiny = nonzero[relative[nonzero] < _MIN_RELATIVE_EXPONENT]
+    if tiny.size:
+        raise ValueError(
+            f"{name}: snapshot norms span more than float64 can hold together (column "
+            f"{int(tiny[0])} is about 2^{int(relative[tiny[0]])} times the largest snapshot, "
+            f"below 2^{_MIN_RELATIVE_EXPONENT}); drop or rescale the tiny snapshots")
+    return exponent
+
+
+def _check_outputs(**fields: np.ndarray) -> None:
+    """Raise ``ValueError`` if a result overflowed; every input that reaches here is finite,
+    so a non-finite result means the data's magnitudes exceed float64 (e.g. one snapshot
+    ``2^900`` times its predecessor, or a norm above the float64 maximum)."""
+    for name, value in fields.items():
+        if not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"X: the decomposition's {name} overflow float64 (the snapshots' norms, or "
+                "the ratios between consecutive snapshots, are too large); rescale the data "
+                "or drop the outlying snapshots")
 
 
 class _Basis:
@@ -342,16 +403,24 @@ def _check_refine(refine) -> bool | float:
     raise ValueError(f"refine must be True, False or an importance threshold in (0, 1]; got {refine!r}")
 
 
-def _compress(data: np.ndarray, dtype) -> tuple[_Basis | None, np.ndarray]:
-    """Householder QR ``data = Q R`` when it pays (n > p); else ``(None, data)`` in ``dtype``.
+def _compress(data: np.ndarray, dtype, exponent: int) -> tuple[_Basis | None, np.ndarray]:
+    """Householder QR ``data · 2^-exponent = Q R`` when it pays (n > p); else
+    ``(None, data · 2^-exponent)``, in ``dtype``.
 
-    The working copy (Fortran order, float64/complex128) is overwritten by the reflectors.
-    Cost ``≈ 2np²`` flops (``xGEQRF``).
+    The working copy (Fortran order, float64/complex128) is scaled in place by the power of
+    two (exact; one pass) and then overwritten by the reflectors.  Cost ``≈ 2np²`` flops
+    (``xGEQRF``, whose Householder vectors use LAPACK's scaled norms).
     """
     n, p = data.shape
-    if n <= p:
-        return None, np.array(data, dtype=dtype)
     work = np.array(data, dtype=dtype, order="F", copy=True)
+    factor = np.ldexp(1.0, -exponent)
+    if factor == 0.0 or not np.isfinite(factor):  # 2^-exponent outside float64: two steps
+        half = -exponent // 2
+        work *= np.ldexp(1.0, half)
+        factor = np.ldexp(1.0, -exponent - half)
+    work *= factor
+    if n <= p:
+        return None, work
     (reflectors, tau), R = sla.qr(work, mode="raw", overwrite_a=True, check_finite=False)
     return _Basis(reflectors, tau), np.triu(R)
 
@@ -369,7 +438,13 @@ class _Core:
 
 
 def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, real) -> _Core:
-    norms = np.linalg.norm(Xc, axis=0)
+    """DMD_RRR steps 1–8 on the compressed ``p×m`` data (costs in :func:`dmd_rrr`).
+
+    Column norms (step 1) are computed without overflow or underflow
+    (:func:`~keras_koopman.koopman._norms.column_norms`); a Rayleigh quotient that overflows
+    (``‖y_i‖/‖x_i‖`` beyond float64) raises ``ValueError`` before any LAPACK call sees it.
+    """
+    norms = column_norms(Xc)
     nonzero = norms > 0
     if not nonzero.any():
         raise ValueError("X has rank 0: every snapshot is zero, there is nothing to decompose")
@@ -389,6 +464,7 @@ def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, real) -> _Core:
     correction = Uk.conj().T @ E          # one re-orthogonalisation pass
     S = S + correction
     E = E - Uk @ correction
+    _check_outputs(**{"Rayleigh quotient": S, "residual block": E})
     R22 = sla.qr(E, mode="r", check_finite=False)[0][: min(E.shape)]
     eigenvalues, W = sla.eig(S, check_finite=False)
     pair_first = np.zeros(k, dtype=bool)
@@ -402,7 +478,7 @@ def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, real) -> _Core:
 def _residuals(S, R22, eigenvalues, W) -> np.ndarray:
     """``‖[(S − λ_j I) w_j; R₂₂ w_j]‖`` for every column (``‖A z − λ z‖`` of the unit pair)."""
     top = S @ W - W * eigenvalues
-    return np.sqrt(np.linalg.norm(top, axis=0) ** 2 + np.linalg.norm(R22 @ W, axis=0) ** 2)
+    return np.hypot(column_norms(top), column_norms(R22 @ W))
 
 
 def _refine(core: _Core, chosen: np.ndarray, real: bool):
@@ -448,14 +524,14 @@ def _refine(core: _Core, chosen: np.ndarray, real: bool):
 
     for j in todo:
         Rj = triangular_factor(eigenvalues[j])
-        scale = max(np.abs(Rj).max(), 1e-300)
-        tiny = np.abs(Rj[diag, diag]) < _EPS * scale
-        Rj[diag[tiny], diag[tiny]] = _EPS * scale
+        size = max(np.abs(Rj).max(), np.finfo(np.float64).tiny)
+        tiny = np.abs(Rj[diag, diag]) < _EPS * size
+        Rj[diag[tiny], diag[tiny]] = _EPS * size
         x = W[:, j] if Qs is None else Qs.conj().T @ W[:, j]
         for _ in range(3):
             y = sla.solve_triangular(Rj, x, trans="C", check_finite=False)
             x = sla.solve_triangular(Rj, y, check_finite=False)
-            norm = np.linalg.norm(x)
+            norm = vector_norm(x)
             if not np.isfinite(norm) or norm == 0:
                 break
             x = x / norm
@@ -490,8 +566,8 @@ def _powers(eigenvalues: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 
 def _amplitudes(G: np.ndarray, W: np.ndarray, eigenvalues: np.ndarray, real: bool,
-                pair_first: np.ndarray) -> np.ndarray:
-    """Structured least squares ``min_α ‖G − W diag(α) V_λ‖_F`` (amplitudes).
+                pair_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Structured least squares ``min_α ‖G − W diag(α) V_λ‖_F`` (amplitudes) and importances.
 
     ``G`` (k×T) holds the snapshots in the POD basis, ``V_λ(j, t) = λ_jᵗ``.  Rows of the
     Vandermonde matrix are scaled by ``max(1, |λ_j|^{T-1})`` (computed through logarithms,
@@ -499,6 +575,10 @@ def _amplitudes(G: np.ndarray, W: np.ndarray, eigenvalues: np.ndarray, real: boo
     ``P = (WᴴW) ∘ conj(V Vᴴ)``, ``q_j = Σ_t conj(V_jt) (WᴴG)_jt`` are solved by Cholesky,
     or by SVD-based least squares when they are ill-conditioned.  For real data the amplitudes of a conjugate pair are made exact
     conjugates and those of real eigenvalues real.  Cost ``O(k²T + k³)``.
+
+    Returns ``(α, importance)`` with ``importance_j = |α_j| / max_i |α_i|`` evaluated from
+    ``log|α_j|``, so that it stays right (and one pair has importance 1) when a fast-growing
+    mode's ``α_j`` underflows.
     """
     k, T = W.shape[1], G.shape[1]
     times = np.arange(T)
@@ -513,16 +593,21 @@ def _amplitudes(G: np.ndarray, W: np.ndarray, eigenvalues: np.ndarray, real: boo
     P = (W.conj().T @ W) * (V.conj() @ V.T)
     q = np.sum(V.conj() * (W.conj().T @ G), axis=1)
     beta = _solve_hermitian(P, q)
+    if real:  # conjugate pairs share log_scale, so symmetrising β symmetrises α
+        first = np.flatnonzero(pair_first)
+        mean = 0.5 * (beta[first] + np.conj(beta[first + 1]))
+        beta[first], beta[first + 1] = mean, np.conj(mean)
+        on_axis = eigenvalues.imag == 0
+        beta[on_axis] = beta[on_axis].real  # real eigenvalue of real data: real amplitude
+    with np.errstate(divide="ignore"):
+        log_magnitude = np.log(np.abs(beta)) - log_scale
+    top = log_magnitude.max() if k else -np.inf
+    if np.isfinite(top):
+        importance = np.exp(log_magnitude - top)
+    else:
+        importance = np.zeros(k)
     with np.errstate(under="ignore"):
-        out = beta * np.exp(-log_scale)
-    if not real:
-        return out
-    first = np.flatnonzero(pair_first)
-    mean = 0.5 * (out[first] + np.conj(out[first + 1]))
-    out[first], out[first + 1] = mean, np.conj(mean)
-    on_axis = eigenvalues.imag == 0
-    out[on_axis] = out[on_axis].real  # real eigenvalue of real data: real mode, real amplitude
-    return out
+        return beta * np.exp(-log_scale), importance
 
 
 def _solve_hermitian(P: np.ndarray, q: np.ndarray) -> np.ndarray:

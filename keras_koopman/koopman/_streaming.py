@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_koopman.koopman._norms import magnitude_exponent, vector_norm
 from keras_koopman.koopman._validation import check_finite
 
 __all__ = ["IncrementalQR"]
@@ -32,7 +33,10 @@ class IncrementalQR:
     -----
     A snapshot that lies in the span of the earlier ones to within ``n·eps`` of its norm adds
     no basis vector, so ``R`` has ``r <= T`` rows for ``T`` snapshots.  Memory: ``8 n r``
-    bytes for ``Q`` plus ``8 r T`` for ``R``.  Cost per append: ``≈ 8 n r`` flops.
+    bytes for ``Q`` plus ``8 r T`` for ``R``.  Cost per append: ``≈ 8 n r`` flops, plus
+    ``O(n)`` for the finiteness check and the exact power-of-two scaling that keeps the
+    Gram–Schmidt sums and norms free of overflow and underflow at any magnitude (a snapshot
+    of size ``1e-300`` or ``1e300`` is factored like one of size 1; ``R`` carries the size).
     """
 
     def __init__(self, n_features: int, capacity: int = 64) -> None:
@@ -63,24 +67,31 @@ class IncrementalQR:
         if x.shape[0] != self.n_features:
             raise ValueError(f"snapshot must have {self.n_features} entries; got {x.shape[0]}")
         check_finite(x[:, None], "snapshot")
+        exponent = magnitude_exponent(x)
+        unit = np.ldexp(x, -exponent)  # largest entry in [0.5, 1): exact
         r = self._basis
         Q = self._Q[:, :r]
         coeffs = np.zeros(r)
-        residual = x
+        residual = unit
         for _ in range(2):  # CGS2: the second pass restores orthogonality
             if r == 0:
                 break
             h = Q.T @ residual
             residual = residual - Q @ h
             coeffs += h
-        norm = float(np.linalg.norm(residual))
-        grows = norm > self.n_features * np.finfo(np.float64).eps * float(np.linalg.norm(x))
+        norm = vector_norm(residual)
+        grows = norm > self.n_features * np.finfo(np.float64).eps * vector_norm(unit)
+        with np.errstate(over="ignore"):
+            column = np.ldexp(np.append(coeffs, norm), exponent)
+        if not np.all(np.isfinite(column)):
+            raise ValueError("snapshot: its norm exceeds the float64 range; rescale the "
+                             "snapshots (e.g. divide them all by a power of two)")
         self._grow(r + int(grows), self._columns + 1)
         if grows:
             self._Q[:, r] = residual / norm
-            self._R[r, self._columns] = norm
+            self._R[r, self._columns] = column[r]
             self._basis += 1
-        self._R[:r, self._columns] = coeffs
+        self._R[:r, self._columns] = column[:r]
         self._columns += 1
 
     def _grow(self, rows: int, cols: int) -> None:

@@ -3,7 +3,8 @@
 LAPACK ≥ 3.11 ships Drmač's implementation of the DMD of Drmač, Mezić and Mohr (SIAM J. Sci.
 Comput. 40(4), 2018) — the Rayleigh–Ritz extraction with data-driven residuals on which
 :func:`keras_koopman.dmd_rrr` builds (it adds the refinement of the Ritz vectors).  SciPy does not
-wrap these drivers, so this private module calls the Fortran symbols ``scipy_dgedmd_`` and
+wrap these drivers, so this script-side module (used by ``scripts/bench_dmd.py`` and
+``tests/test_lapack_oracle.py``, not part of the installed package) calls the Fortran symbols ``scipy_dgedmd_`` and
 ``scipy_dgedmdq_`` of the OpenBLAS shipped by the PyPI package ``scipy-openblas32`` (32-bit
 integers, ``scipy_`` symbol prefix).
 
