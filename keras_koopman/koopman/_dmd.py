@@ -413,12 +413,11 @@ def _compress(data: np.ndarray, dtype, exponent: int) -> tuple[_Basis | None, np
     """
     n, p = data.shape
     work = np.array(data, dtype=dtype, order="F", copy=True)
-    factor = np.ldexp(1.0, -exponent)
-    if factor == 0.0 or not np.isfinite(factor):  # 2^-exponent outside float64: two steps
-        half = -exponent // 2
-        work *= np.ldexp(1.0, half)
-        factor = np.ldexp(1.0, -exponent - half)
-    work *= factor
+    shift = -exponent
+    if not -1021 <= shift <= 1023:  # 2^shift itself is not a normal float64: two steps
+        work *= np.ldexp(1.0, shift // 2)
+        shift -= shift // 2
+    work *= np.ldexp(1.0, shift)
     if n <= p:
         return None, work
     (reflectors, tau), R = sla.qr(work, mode="raw", overwrite_a=True, check_finite=False)
@@ -524,19 +523,17 @@ def _refine(core: _Core, chosen: np.ndarray, real: bool):
 
     for j in todo:
         Rj = triangular_factor(eigenvalues[j])
-        size = max(np.abs(Rj).max(), np.finfo(np.float64).tiny)
-        tiny = np.abs(Rj[diag, diag]) < _EPS * size
-        Rj[diag[tiny], diag[tiny]] = _EPS * size
+        size = np.abs(Rj).max()
+        if size > 0:  # inverse iteration is scale-free: work with entries of size <= 1
+            Rj = Rj / size
+        tiny = np.abs(Rj[diag, diag]) < _EPS
+        Rj[diag[tiny], diag[tiny]] = _EPS
         x = W[:, j] if Qs is None else Qs.conj().T @ W[:, j]
-        for _ in range(3):
-            y = sla.solve_triangular(Rj, x, trans="C", check_finite=False)
-            x = sla.solve_triangular(Rj, y, check_finite=False)
-            norm = vector_norm(x)
-            if not np.isfinite(norm) or norm == 0:
-                break
-            x = x / norm
-        else:
-            w = x if Qs is None else Qs @ x
+        # a nearly singular factor can overflow x: that ends the iteration (pair unrefined)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            converged = _inverse_iteration(Rj, x)
+        if converged is not None:
+            w = converged if Qs is None else Qs @ converged
             on_axis = real and eigenvalues[j].imag == 0
             if on_axis:
                 w = _real_vector(w)
@@ -551,6 +548,19 @@ def _refine(core: _Core, chosen: np.ndarray, real: bool):
             lam_new[j + 1] = np.conj(lam_new[j])
             res_new[j + 1] = res_new[j]
     return lam_new, W_new, res_new
+
+
+def _inverse_iteration(R: np.ndarray, x: np.ndarray, steps: int = 3) -> np.ndarray | None:
+    """``steps`` passes of ``x ← (RᴴR)⁻¹x / ‖·‖`` (two triangular solves, ``2k²`` each): the
+    right singular vector of ``σ_min(R)``; ``None`` if ``x`` overflows or vanishes."""
+    for _ in range(steps):
+        y = sla.solve_triangular(R, x, trans="C", check_finite=False)
+        x = sla.solve_triangular(R, y, check_finite=False)
+        norm = vector_norm(x)
+        if not np.isfinite(norm) or norm == 0:
+            return None
+        x = x / norm
+    return x
 
 
 def _real_vector(w: np.ndarray) -> np.ndarray:
