@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the target folder, fsync, then ``os.replace``."""
+"""Atomic file writes: a temporary file in the target folder, fsync, ``os.replace``, fsync of
+the folder."""
 
 from __future__ import annotations
 
@@ -9,13 +10,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "write_json_atomic"]
+__all__ = ["atomic_write", "fsync_folder", "write_json_atomic"]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """The process's umask, read once at import.
+
+    Linux reports it in ``/proc/self/status`` without changing it; elsewhere it is read (once)
+    by setting it and restoring it at once, before any file of this package is written.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: permissions of a new file: ``0o666`` minus the umask the process had when this was imported
+FILE_MODE = 0o666 & ~_read_umask()
+
+
+def fsync_folder(folder) -> None:
+    """Make the creation, renaming or removal of entries of ``folder`` durable (POSIX)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -23,6 +49,7 @@ def atomic_write(path, write: Callable[[IO[bytes]], None]) -> Path:
 
     Readers see either the old file or the complete new one, never a partial write. The
     file gets the usual permissions (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``.
+    Cost: two ``fsync`` (the file, then its folder).
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -33,12 +60,13 @@ def atomic_write(path, write: Callable[[IO[bytes]], None]) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_folder(path.parent)
     return path
 
 
