@@ -1,0 +1,353 @@
+"""Koopman forecast of a scalar training curve (loss or accuracy) with an 80 % interval.
+
+:func:`forecast_curve` continues a learning curve ``f_0 … f_{n-1}`` for ``horizon`` epochs by
+the Koopman mode decomposition of its delay embedding (Hankel DMD_RRR; the paper's Eq. (2),
+``f_t ≈ Σ_j φ_j λ_jᵗ α_j``, evaluated beyond the data):
+
+1. **Members.**  For every window ``W`` (the last ``W`` values) and delay depth ``L`` of a small
+   grid (:data:`DEFAULT_WINDOWS`, :data:`DEFAULT_DELAYS`, only pairs with ``W >= 2L``, so the
+   Hankel fit is overdetermined), :func:`~keras_koopman.koopman.dmd_rrr_series` gives Ritz
+   values λ_j with data-driven residuals.
+2. **Modes trusted.**  Pairs with residual above ``max_residual`` are dropped (spurious), and so
+   are ``Re λ <= 0`` (sign-alternating noise); a growing mode ``|λ| > 1`` is handled by
+   ``growth``: ``"clip"`` (default) puts it on the unit circle (a trend that stops growing),
+   ``"drop"`` removes it, ``"keep"`` keeps it.  A constant mode ``λ = 1`` is always added
+   (learning curves level off).
+3. **Amplitudes.**  The amplitudes ``φ_j α_j`` of the first Hankel row are refitted by least
+   squares of the window's values on the kept ``λ_jᵗ`` (a real basis for conjugate pairs), and
+   the sum is evaluated at the next ``horizon`` epochs.
+4. **Combination.**  The members are combined by the median (robust to one member that found a
+   spurious slow mode); their spread and the RMS of their in-sample fits give a scale
+   ``s_k = sqrt(spread_k² + rms² · k)`` at step ``k``, and the 80 % interval is
+   ``mean + [Q_LO, Q_HI] · s_k`` with constants calibrated once on the selection half of the
+   corpus of real learning curves (``scripts/bench_forecast.py``; ``docs/forecasting.md``).
+
+Fallbacks (``CurveForecast.method``): a constant curve (peak-to-peak below ``1e-12`` of its
+level) is forecast as constant with a zero-width interval (``"constant"``); when no member can be
+fitted the last value is used with the interval of a random walk with the curve's step RMS
+(``"last_value"``).  Non-finite values, too short curves and bad options raise ``ValueError`` or
+``TypeError`` naming the parameter; the result never holds NaN.
+
+Cost per call: one DMD_RRR of an ``L × (W − L + 1)`` Hankel matrix per member (at most
+``len(DEFAULT_WINDOWS) · len(DEFAULT_DELAYS)`` = 8 members) plus an ``W × (k + 1)`` least-squares
+fit each; about a millisecond per member for curves of a few hundred epochs, measured in
+``docs/benchmarks.md``.  numpy/scipy only: no TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_koopman.koopman import dmd_rrr_series
+
+__all__ = [
+    "CurveForecast",
+    "DEFAULT_DELAYS",
+    "DEFAULT_WINDOWS",
+    "INTERVAL_QUANTILES",
+    "MIN_LENGTH",
+    "forecast_curve",
+]
+
+#: Fewest values :func:`forecast_curve` accepts (a window of 4 with delay depth 2).
+MIN_LENGTH = 4
+#: Delay depths L of the ensemble (each used where the window allows ``W >= 2L``).
+DEFAULT_DELAYS: tuple[int, ...] = (2, 3, 4, 6)
+#: Windows of the ensemble as fractions of the curve (the last ``ceil(f·n)`` values).
+DEFAULT_WINDOWS: tuple[float, ...] = (1.0, 0.5)
+#: Normalised-error quantiles (10 %, 90 %) giving the 80 % interval ``mean + q·s_k``;
+#: calibrated on the selection half of the corpus by scripts/bench_forecast.py.
+INTERVAL_QUANTILES: tuple[float, float] = (-1.0, 1.0)
+_GROWTH = ("clip", "drop", "keep")
+_COMBINE = ("median", "mean")
+
+
+@dataclass(frozen=True)
+class CurveForecast:
+    """Forecast of a scalar curve for the next ``horizon`` epochs.
+
+    Attributes
+    ----------
+    mean : ndarray, shape (horizon,)
+        Point forecast at epochs ``n, n+1, …, n+horizon-1`` (0-based, ``n`` observed values).
+    lower, upper : ndarray, shape (horizon,)
+        Central 80 % prediction interval (``lower <= mean <= upper``).
+    method : str
+        ``"koopman"``, or the fallback used: ``"constant"`` or ``"last_value"``.
+    eigenvalues : tuple of ndarray
+        The Koopman eigenvalues each member used (after selection; the added λ = 1 included).
+    residuals : tuple of ndarray
+        Their DMD_RRR residuals (0 for the added constant mode).
+    members : tuple of (int, int)
+        ``(window, delays)`` of each member that was fitted.
+    fit_rms : float
+        Median RMS of the members' in-sample fits (the noise level the interval uses).
+    spread : ndarray, shape (horizon,)
+        Spread (median absolute deviation × 1.4826) of the members' forecasts.
+    """
+
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    method: str
+    eigenvalues: tuple[np.ndarray, ...]
+    residuals: tuple[np.ndarray, ...]
+    members: tuple[tuple[int, int], ...]
+    fit_rms: float
+    spread: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "lower", "upper", "spread"):
+            getattr(self, name).setflags(write=False)
+
+    @property
+    def final(self) -> float:
+        """The point forecast at the last epoch of the horizon."""
+        return float(self.mean[-1])
+
+    @property
+    def horizon(self) -> int:
+        return int(self.mean.shape[0])
+
+
+def forecast_curve(
+    values,
+    horizon: int,
+    *,
+    delays: int | Sequence[int] | None = None,
+    window: int | Sequence[int] | None = None,
+    max_residual: float = 0.5,
+    growth: str = "clip",
+    combine: str = "median",
+    oscillations: bool = True,
+    increments: bool = False,
+    bounds: tuple[float | None, float | None] | None = None,
+    quantiles: tuple[float, float] | None = None,
+) -> CurveForecast:
+    """Forecast the next ``horizon`` values of a learning curve by Hankel DMD_RRR.
+
+    The forecast continues the Koopman mode decomposition of the curve's delay embedding
+    (paper, Eq. (2): ``f_t ≈ Σ_j φ_j λ_jᵗ α_j``) with the modes selected and combined as in the
+    module docstring.
+
+    Parameters
+    ----------
+    values : array_like, shape (n,)
+        The curve so far (one value per epoch), finite, ``n >= MIN_LENGTH``.
+    horizon : int
+        Number of future epochs to forecast (>= 1).
+    delays : int or sequence of int, optional
+        Delay depths L of the ensemble (default :data:`DEFAULT_DELAYS`); each >= 1.
+    window : int or sequence of int, optional
+        Window lengths (the last ``W`` values) of the ensemble (default: the fractions
+        :data:`DEFAULT_WINDOWS` of ``n``); each in ``[MIN_LENGTH, n]``.
+    max_residual : float
+        Drop Ritz pairs with a larger DMD_RRR residual (> 0).
+    growth : {"clip", "drop", "keep"}
+        What to do with a growing mode ``|λ| > 1``.
+    combine : {"median", "mean"}
+        How the members' forecasts are combined.
+    oscillations : bool
+        Keep complex-conjugate pairs (damped oscillations); ``False`` keeps real λ only.
+    increments : bool
+        Take the eigenvalues from the Hankel DMD of the increments ``f_{t+1} − f_t`` (the same
+        λ except the constant, which is added anyway) instead of the values.
+    bounds : (lower, upper), optional
+        Clip the forecast and its interval into this range (``None`` for an open side), e.g.
+        ``(0, None)`` for a loss and ``(0, 1)`` for an accuracy.
+    quantiles : (q_lo, q_hi), optional
+        Normalised-error quantiles of the interval (default :data:`INTERVAL_QUANTILES`).
+
+    Returns
+    -------
+    CurveForecast
+
+    Raises
+    ------
+    TypeError
+        Non-numeric ``values`` or a non-integer ``horizon``, ``delays`` or ``window``.
+    ValueError
+        ``values`` not 1-D, shorter than :data:`MIN_LENGTH` or holding NaN/inf; a bad
+        ``horizon``, ``delays``, ``window``, ``max_residual``, ``growth``, ``combine``,
+        ``bounds`` or ``quantiles``.
+    """
+    y = _check_values(values)
+    horizon = _check_int(horizon, "horizon", 1)
+    n = y.shape[0]
+    delay_grid = DEFAULT_DELAYS if delays is None else _check_grid(delays, "delays", 1, None)
+    if window is None:
+        window_grid = tuple(sorted({max(MIN_LENGTH, math.ceil(f * n)) for f in DEFAULT_WINDOWS}))
+    else:
+        window_grid = _check_grid(window, "window", MIN_LENGTH, n)
+    if not (isinstance(max_residual, numbers.Real) and max_residual > 0):
+        raise ValueError(f"max_residual must be a positive number; got {max_residual!r}")
+    if growth not in _GROWTH:
+        raise ValueError(f"growth must be one of {_GROWTH}; got {growth!r}")
+    if combine not in _COMBINE:
+        raise ValueError(f"combine must be one of {_COMBINE}; got {combine!r}")
+    for flag, flag_name in ((oscillations, "oscillations"), (increments, "increments")):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{flag_name} must be a bool; got {flag!r}")
+    lo_bound, hi_bound = _check_bounds(bounds)
+    q_lo, q_hi = _check_quantiles(INTERVAL_QUANTILES if quantiles is None else quantiles)
+
+    level = max(1.0, float(np.max(np.abs(y))))
+    if float(np.ptp(y)) <= 1e-12 * level:
+        flat = np.full(horizon, y[-1])
+        return _result(flat, flat, flat, "constant", [], 0.0, np.zeros(horizon),
+                       lo_bound, hi_bound)
+
+    forecasts, eigs, members, rms = [], [], [], []
+    for w in window_grid:
+        tail = y[n - w:]
+        for L in delay_grid:
+            if w - int(increments) < 2 * L:
+                continue
+            member = _member(tail, L, horizon, max_residual, growth, oscillations, increments)
+            if member is None:
+                continue
+            forecasts.append(member[0])
+            eigs.append(member[1])
+            rms.append(member[2])
+            members.append((w, L))
+    steps = np.arange(1, horizon + 1, dtype=np.float64)
+    if not forecasts:
+        step_rms = float(np.sqrt(np.mean(np.diff(y) ** 2)))
+        scale = step_rms * np.sqrt(steps)
+        last = np.full(horizon, y[-1])
+        return _result(last, last + q_lo * scale, last + q_hi * scale, "last_value", [],
+                       step_rms, np.zeros(horizon), lo_bound, hi_bound)
+    stack = np.asarray(forecasts)
+    mean = np.median(stack, axis=0) if combine == "median" else stack.mean(axis=0)
+    spread = 1.4826 * np.median(np.abs(stack - np.median(stack, axis=0)), axis=0)
+    fit_rms = float(np.median(rms))
+    scale = np.sqrt(spread**2 + fit_rms**2 * steps)
+    return _result(mean, mean + q_lo * scale, mean + q_hi * scale, "koopman", eigs, fit_rms,
+                   spread, lo_bound, hi_bound, members)
+
+
+def _member(tail: np.ndarray, delays: int, horizon: int, max_residual: float, growth: str,
+            oscillations: bool, increments: bool):
+    """One ensemble member: ``(forecast, (eigenvalues, residuals), fit_rms)`` or None."""
+    series = np.diff(tail) if increments else tail - float(np.mean(tail))
+    try:
+        modes = dmd_rrr_series(series, delays)
+    except ValueError:  # rank 0 (a flat window) and the like
+        return None
+    lam = modes.eigenvalues
+    res = modes.residuals
+    keep = (res <= max_residual) & (lam.real > 0)
+    if not oscillations:
+        keep &= np.abs(lam.imag) <= 1e-12
+    lam, res = lam[keep], res[keep]
+    radius = np.abs(lam)
+    growing = radius > 1.0
+    if growth == "drop":
+        lam, res = lam[~growing], res[~growing]
+    elif growth == "clip":
+        lam = np.where(growing, lam / np.where(growing, radius, 1.0), lam)
+    # real basis: 1, λᵗ for real λ, Re/Im λᵗ for each conjugate pair (positive Im first)
+    basis_lam = [1.0 + 0j] + [z for z in lam if z.imag >= 0 and abs(z - 1.0) > 1e-9]
+    times = np.arange(tail.shape[0] + horizon, dtype=np.float64)
+    columns = []
+    for z in basis_lam:
+        power = np.exp(times * np.log(z)) if z != 0 else np.zeros_like(times, dtype=complex)
+        columns.append(power.real)
+        if abs(z.imag) > 1e-12:
+            columns.append(power.imag)
+    basis = np.column_stack(columns)
+    w = tail.shape[0]
+    coef, *_ = np.linalg.lstsq(basis[:w], tail, rcond=1e-10)
+    fitted = basis @ coef
+    if not np.all(np.isfinite(fitted)):
+        return None
+    fit_rms = float(np.sqrt(np.mean((fitted[:w] - tail) ** 2)))
+    kept = np.asarray(basis_lam, dtype=np.complex128)
+    kept_res = np.concatenate([[0.0], [r for z, r in zip(lam, res)
+                                        if z.imag >= 0 and abs(z - 1.0) > 1e-9]])
+    return fitted[w:], (kept, kept_res.astype(np.float64)), fit_rms
+
+
+def _result(mean, lower, upper, method, eigs, fit_rms, spread, lo_bound, hi_bound,
+            members=()) -> CurveForecast:
+    mean = np.asarray(mean, dtype=np.float64)
+    lower = np.minimum(np.asarray(lower, dtype=np.float64), mean)
+    upper = np.maximum(np.asarray(upper, dtype=np.float64), mean)
+    if lo_bound is not None or hi_bound is not None:
+        mean, lower, upper = (np.clip(a, lo_bound, hi_bound) for a in (mean, lower, upper))
+    return CurveForecast(
+        mean=mean, lower=lower, upper=upper, method=method,
+        eigenvalues=tuple(e[0] for e in eigs), residuals=tuple(e[1] for e in eigs),
+        members=tuple(members), fit_rms=float(fit_rms),
+        spread=np.asarray(spread, dtype=np.float64),
+    )
+
+
+def _check_values(values) -> np.ndarray:
+    try:
+        y = np.asarray(values)
+    except Exception as exc:  # ragged input
+        raise TypeError(f"values must be a 1-D array of numbers; could not convert: {exc}") from exc
+    if y.dtype.kind not in "iuf":
+        raise TypeError(f"values must hold real numbers; got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"values must be 1-D (one value per epoch); got shape {y.shape}")
+    if y.shape[0] < MIN_LENGTH:
+        raise ValueError(f"values must hold at least {MIN_LENGTH} epochs to forecast; "
+                         f"got {y.shape[0]}")
+    y = y.astype(np.float64)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise ValueError(f"values must be finite; epoch {int(np.argmax(bad))} is {y[bad][0]}")
+    return y
+
+
+def _check_int(value, name: str, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(f"{name} must be >= {minimum}{upper}; got {value}")
+    return int(value)
+
+
+def _check_grid(value, name: str, minimum: int, maximum: int | None) -> tuple[int, ...]:
+    if isinstance(value, numbers.Integral):
+        items = (value,)
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an integer or a sequence of integers; "
+                            f"got {value!r}") from None
+    if not items:
+        raise ValueError(f"{name} must not be empty")
+    return tuple(_check_int(v, name, minimum, maximum) for v in items)
+
+
+def _check_bounds(bounds) -> tuple[float | None, float | None]:
+    if bounds is None:
+        return None, None
+    if len(bounds) != 2:
+        raise ValueError(f"bounds must be (lower, upper); got {bounds!r}")
+    lo, hi = bounds
+    for side in (lo, hi):
+        if side is not None and not (isinstance(side, numbers.Real) and math.isfinite(side)):
+            raise ValueError(f"bounds must hold finite numbers or None; got {bounds!r}")
+    if lo is not None and hi is not None and lo >= hi:
+        raise ValueError(f"bounds must have lower < upper; got {bounds!r}")
+    return lo, hi
+
+
+def _check_quantiles(quantiles) -> tuple[float, float]:
+    if len(quantiles) != 2:
+        raise ValueError(f"quantiles must be (q_lo, q_hi); got {quantiles!r}")
+    q_lo, q_hi = (float(q) for q in quantiles)
+    if not (math.isfinite(q_lo) and math.isfinite(q_hi) and q_lo <= 0 <= q_hi):
+        raise ValueError(f"quantiles must be finite with q_lo <= 0 <= q_hi; got {quantiles!r}")
+    return q_lo, q_hi
