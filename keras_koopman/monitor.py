@@ -46,10 +46,12 @@ class KoopmanMonitor(keras.callbacks.Callback):
     """Record the training trajectory and analyse it with DMD_RRR while ``fit`` runs.
 
     From the first analysis of the ``primary`` observable on, every epoch's ``logs`` carry
-    :data:`DIAGNOSTIC_KEYS` (the latest analysis), so ``History``, ``CSVLogger``,
-    ``EarlyStopping`` and keras-tuner see them (list the monitor before those).  Before it no
+    :data:`DIAGNOSTIC_KEYS` (the latest analysis), so ``History``, ``EarlyStopping``,
+    ``TensorBoard`` and keras-tuner see them (list the monitor before those).  Before it no
     ``koopman_*`` key is logged, so ``EarlyStopping(monitor="koopman_unit_cluster")`` waits
-    as it does for any missing metric.  NaN/inf in a recorded observable stops training with
+    as it does for any missing metric.  ``CSVLogger`` fixes its columns at the first epoch,
+    before any analysis, so it does not write them: read them from ``History`` or from the
+    record's analyses.  NaN/inf in a recorded observable stops training with
     a ``RuntimeWarning`` and logs ``koopman_nonfinite = 1``.
 
     Args:

@@ -244,6 +244,7 @@ class KoopmanPruning(keras.callbacks.Callback):
         self.rule = PruningRule.NONE
         self.reason: str | None = None
         self.forecast_value = math.nan
+        self.analysis: KoopmanAnalysis | None = None  # the objective's latest analysis
 
     def on_train_begin(self, logs=None):
         self._clear()
@@ -296,6 +297,7 @@ class KoopmanPruning(keras.callbacks.Callback):
         try:
             analysis = analyze_series(values, epochs, observable=self.objective_name,
                                       options=self.options)
+            self.analysis = analysis
             ahead = koopman_forecast(analysis, np.arange(done + 1, budget + 1))
         except ValueError:  # no usable decomposition, or a growing mode overflows
             return math.nan, math.nan
