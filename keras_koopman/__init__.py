@@ -42,6 +42,7 @@ _EXPORTS = {
     "PoorInitialization": "keras_koopman.decisions",
     "reinitialize": "keras_koopman.reinit",
     "KoopmanAccelerator": "keras_koopman.accelerator",
+    "SpectrumImages": "keras_koopman.tensorboard",
     # trial pruning (keras-tuner)
     "KoopmanPruning": "keras_koopman.tuner",
     "KoopmanPruningMixin": "keras_koopman.tuner",

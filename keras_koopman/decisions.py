@@ -51,7 +51,6 @@ def loss_ratio_reason(loss: np.ndarray, ratio: float) -> str | None:
     return None
 
 
-@keras.saving.register_keras_serializable(package="keras_koopman")
 class FixedPointStopping(keras.callbacks.Callback):
     """Stop training when the weight dynamics sit at a fixed point.
 
@@ -138,7 +137,6 @@ class FixedPointStopping(keras.callbacks.Callback):
                 say(f"FixedPointStopping: stopping: {self.stop_reason}")
 
 
-@keras.saving.register_keras_serializable(package="keras_koopman")
 class PoorInitialization(keras.callbacks.Callback):
     """Warn, stop or re-draw the weights when training starts poorly.
 

@@ -156,7 +156,7 @@ class KoopmanMonitor(keras.callbacks.Callback):
     # ------------------------------------------------------------------ Keras hooks
     def on_train_begin(self, logs=None):
         self._reset()
-        self.recorder.start(self.model, writable=_is_chief())
+        self.recorder.start(self.model, writable=is_chief())
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.recorder.pending_resume:
@@ -290,7 +290,7 @@ class KoopmanMonitor(keras.callbacks.Callback):
         """Write the record (weights, scalars, analyses) to a new folder; chief only."""
         if self.recorder.store is None:
             raise RuntimeError("nothing recorded yet: call model.fit with this callback first")
-        if _is_chief():
+        if is_chief():
             self.recorder.store.save(path)
 
     @staticmethod
@@ -369,7 +369,8 @@ def _logged(analysis: KoopmanAnalysis) -> dict[str, float]:
     return {key: logs[key] for key in DIAGNOSTIC_KEYS}
 
 
-def _is_chief() -> bool:
+def is_chief() -> bool:
+    """Whether this process writes files (the chief under ``tf.distribute``; always alone)."""
     import tensorflow as tf
 
     if not tf.distribute.has_strategy():

@@ -455,3 +455,18 @@ def test_resume_from_epoch_zero_or_an_empty_folder_starts_afresh(tmp_path):
         record = TrainingTrajectory.load(tmp_path / "rec")
         assert record.weight_epochs.tolist() == [0, 1, 2, 3]
         assert record.scalars["loss"][0].tolist() == [1, 2, 3]
+
+
+def test_spectrum_images_log_each_new_analysis(tmp_path):
+    from keras_koopman import SpectrumImages
+
+    X, y, eta, _ = regression_problem()
+    monitor = KoopmanMonitor(("weights", "loss"), analyze_at=(8,))
+    images = SpectrumImages(monitor, tmp_path / "tb")
+    linear_model(5, eta).fit(X, y, batch_size=len(X), epochs=8, verbose=0, callbacks=[monitor, images])
+    import tensorflow as tf
+    tags = set()
+    for event_file in (tmp_path / "tb").glob("events.*"):
+        for record in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update(v.tag for v in record.summary.value)
+    assert {"koopman/weights", "koopman/loss"} <= tags and images.logged == 2
