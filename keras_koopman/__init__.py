@@ -43,7 +43,10 @@ _EXPORTS = {
     "reinitialize": "keras_koopman.reinit",
     "KoopmanAccelerator": "keras_koopman.accelerator",
     "SpectrumImages": "keras_koopman.tensorboard",
-    # trial pruning (keras-tuner)
+    # forecasts of training curves (numpy only) and trial pruning
+    "CurveForecast": "keras_koopman.forecast",
+    "forecast_curve": "keras_koopman.forecast",
+    "KoopmanPruner": "keras_koopman.optuna_pruning",
     "KoopmanPruning": "keras_koopman.tuner",
     "KoopmanPruningMixin": "keras_koopman.tuner",
     "PruningRule": "keras_koopman.tuner",
