@@ -212,6 +212,20 @@ class KoopmanAccelerator(keras.callbacks.Callback):
     Rollback is bit-exact: the float32 values read before the jump are written back.
     Randomness is not consumed, so a run whose jumps are all rejected follows plain
     training exactly.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_koopman as kk
+    >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    >>> y = x @ np.array([[1.0], [-2.0], [0.5]], dtype="float32") + 0.3
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.02), loss="mse")
+    >>> accelerator = kk.KoopmanAccelerator((x, y), analyze_every=5, window=5)
+    >>> history = model.fit(x, y, batch_size=64, epochs=10, verbose=0, callbacks=[accelerator])
+    >>> [jump.accepted for jump in accelerator.jumps]  # both jumps to the fixed point kept
+    [True, True]
+    >>> history.history["loss"][-1] < 0.01  # plain SGD is still at 2.1 after 10 epochs
+    True
     """
 
     def __init__(self, held_data, *, analyze_every: int = 10, window: int = 10,
