@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from keras_koopman._messages import say
 from keras_koopman.koopman import AnalysisOptions, KoopmanModes, default_tol, dmd_rrr
 from keras_koopman.recorder import WeightVector
 from keras_koopman.reinit import reset_optimizer_state
@@ -342,7 +343,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         if record.loss_before > 0 and np.isfinite(record.loss_after):
             self._epoch_log["koopman_jump_loss_ratio"] = record.loss_after / record.loss_before
         if self.verbose:
-            print(f"KoopmanAccelerator: epoch {record.epoch + 1}, step {record.step}: "
+            say(f"KoopmanAccelerator: epoch {record.epoch + 1}, step {record.step}: "
                   f"{record.reason} (held loss {record.loss_before:.4g} -> "
                   f"{record.loss_after:.4g}, step {record.step_fraction:g} x "
                   f"{record.step_norm:.3g}, {record.n_used}/{record.n_modes} modes)")
@@ -372,7 +373,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
             return record("no trusted modes", step_norm=step_norm, n_modes=n_modes)
         if not np.isfinite(step_norm):
             return record("non-finite weights", n_modes=n_modes, n_used=n_used)
-        before = self._held_loss()
+        before = held_loss(self.model, self.held_data, self.held_batch_size)
         if not np.isfinite(before):
             return record("non-finite loss", loss_before=before, step_norm=step_norm,
                           n_modes=n_modes, n_used=n_used)
@@ -380,7 +381,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         fraction, after = 1.0, math.nan
         for _ in range(self.backtrack + 1):
             self._write_weights(weights + fraction * step)
-            after = self._held_loss()
+            after = held_loss(self.model, self.held_data, self.held_batch_size)
             if np.isfinite(after) and after < (1.0 - self.min_improvement) * before:
                 self._accept()
                 return record("accepted", accepted=True, loss_before=before, loss_after=after,
@@ -412,23 +413,24 @@ class KoopmanAccelerator(keras.callbacks.Callback):
     def _write_weights(self, vector: np.ndarray) -> None:
         self._vector.assign(vector)
 
-    def _held_loss(self) -> float:
-        """Mean loss of the model on ``held_data`` (compiled loss plus regularisers)."""
-        x, y, sample_weight = self.held_data
-        count = _length(x)
-        total = 0.0
-        for lo in range(0, count, self.held_batch_size):
-            hi = min(count, lo + self.held_batch_size)
-            xb, yb = (keras.tree.map_structure(lambda a: a[lo:hi], part) for part in (x, y))
-            wb = None if sample_weight is None else sample_weight[lo:hi]
-            y_pred = self.model.predict_on_batch(xb)  # compiled; leaves metrics alone
-            loss = self.model.compute_loss(x=xb, y=yb, y_pred=y_pred, sample_weight=wb,
-                                           training=False)
-            total += float(keras.ops.convert_to_numpy(loss)) * (hi - lo)
-        return total / count
-
 
 # ---------------------------------------------------------------------- the jump
+def held_loss(model: keras.Model, held_data, batch_size: int) -> float:
+    """Mean loss of ``model`` on ``held_data`` (compiled loss plus regularisers), in batches of
+    ``batch_size``; leaves the compiled metrics alone.  Cost: one forward pass."""
+    x, y, sample_weight = held_data
+    count = _length(x)
+    total = 0.0
+    for lo in range(0, count, batch_size):
+        hi = min(count, lo + batch_size)
+        xb, yb = (keras.tree.map_structure(lambda a: a[lo:hi], part) for part in (x, y))
+        wb = None if sample_weight is None else sample_weight[lo:hi]
+        y_pred = model.predict_on_batch(xb)
+        loss = model.compute_loss(x=xb, y=yb, y_pred=y_pred, sample_weight=wb, training=False)
+        total += float(keras.ops.convert_to_numpy(loss)) * (hi - lo)
+    return total / count
+
+
 def predict_step(snapshots: np.ndarray, groups, *, target: str, horizon: int, anchored: bool,
              pod_rank: int | None, options: AnalysisOptions) -> tuple[np.ndarray, int, int]:
     """The predicted change of the flat weight vector, the pairs computed and used.
