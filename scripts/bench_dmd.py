@@ -28,6 +28,7 @@ Usage::
 
     python scripts/bench_dmd.py            # 65,558 × 500 and 1,000,000 × 200
     python scripts/bench_dmd.py --quick    # 20,000 × 200 and 100,000 × 200 (smoke test)
+    python scripts/bench_dmd.py --threading --repeat 5   # BLAS threads vs threadpool_limits(1)
 """
 
 from __future__ import annotations
@@ -266,8 +267,43 @@ def format_table(n: int, snapshots: int, rows: list[dict], planted: int) -> str:
     return "\n".join(lines)
 
 
+def bench_threading(repeat: int) -> None:
+    """``dmd_rrr`` at OpenBLAS's default thread count against the same call inside
+    ``threadpoolctl.threadpool_limits(limits=1)`` (the opt-in recipe of ``docs/koopman.md``),
+    in this process, alternating, ``repeat`` calls each; noisy 10-mode trajectories."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from keras_koopman import dmd_rrr
+
+    rng = np.random.default_rng(0)
+    rates = np.linspace(0.5, 0.99, 10)
+    pools = [(pool["filepath"].rsplit("/", 1)[-1], pool["num_threads"]) for pool in threadpool_info()]
+    print(f"BLAS pools {pools}; load {os.getloadavg()[0]:.1f}\n")
+    print("| data (n × T, noise 1e-3, refine=True) | threads | wall min (s) | wall median (s) | "
+          "CPU min (s) |\n|---|---|---|---|---|")
+    for n, T in [(200, 60), (2000, 100), (20000, 200)]:
+        F = rng.standard_normal((n, 10)) @ rates[:, None] ** np.arange(T)[None, :]
+        F += 1e-3 * rng.standard_normal((n, T))
+        timings = {"default": ([], []), "limits=1": ([], [])}
+        for _ in range(repeat):
+            for mode, (walls, cpus) in timings.items():
+                start, cpu = time.perf_counter(), time.process_time()
+                if mode == "default":
+                    dmd_rrr(F)
+                else:
+                    with threadpool_limits(limits=1):
+                        dmd_rrr(F)
+                walls.append(time.perf_counter() - start)
+                cpus.append(time.process_time() - cpu)
+        for mode, (walls, cpus) in timings.items():
+            print(f"| {n} × {T} | {mode} | {min(walls):.3f} | {np.median(walls):.3f} | "
+                  f"{min(cpus):.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threading", action="store_true",
+                        help="only compare default BLAS threads with threadpool_limits(1)")
     parser.add_argument("--quick", action="store_true", help="small smoke-test sizes")
     parser.add_argument("--tol", type=float, default=1e-6,
                         help="relative truncation tolerance for every method (default 1e-6, "
@@ -286,6 +322,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         run_worker(args.worker, args.data, args.tol, args.rank, args.repeat, args.result)
+        return
+    if args.threading:
+        print(f"# bench_dmd.py --threading  {datetime.date.today()}  cpus {os.cpu_count()}")
+        bench_threading(max(args.repeat, 3))
         return
 
     import pydmd

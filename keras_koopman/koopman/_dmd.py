@@ -210,8 +210,11 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
         Use at most this many singular vectors (LAPACK ``NRNK = rank``), after ``tol``.
     scale : bool
         Scale the columns of ``X`` (and ``Y`` by the same factors) to unit norm before the
-        SVD (step 1); this changes neither ``A`` nor the untruncated subspace, and makes the
-        SVD accurate for snapshots of very different size.
+        SVD (step 1, ``X₁ = X D_x⁻¹``).  For data that an exact linear map explains this does
+        not change ``A``; for noisy data it makes the least-squares fit a weighted one in which
+        every snapshot pair counts equally whatever its size (more accurate for Hankel
+        matrices of decaying loss curves, less accurate for state trajectories whose snapshots
+        have comparable sizes: ``docs/koopman.md``, "Column scaling").
     refine : bool or float
         ``True``: replace each Ritz vector by the refined Ritz vector that minimises the
         data-driven residual for its Ritz value, and the value by the refined Rayleigh
