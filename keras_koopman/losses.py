@@ -36,6 +36,7 @@ __all__ = [
     "SobolevLoss2",
     "SobolevNormLoss",
     "resolve_scale",
+    "check_index",
     "shell_weights",
     "spectral_energy",
 ]
@@ -130,6 +131,7 @@ def shell_weights(
     index: float = PAPER_INDEX,
     layers: Sequence[int] | None = None,
     owner: str = "shell_weights",
+    dtype: str = "float32",
 ) -> np.ndarray:
     """Weights turning rfft power into the shell energies of Eq. (6)-(7).
 
@@ -149,6 +151,8 @@ def shell_weights(
         Layer index of each shell, only used to name the layer in errors.
     owner : str
         Name used in error messages.
+    dtype : {"float32", "float64"}
+        Precision the loss is computed in; the weights must be representable in it.
 
     Returns
     -------
@@ -158,27 +162,98 @@ def shell_weights(
     Raises
     ------
     ValueError
-        If a shell lies beyond the Nyquist frequency of the grid.
+        If a shell lies beyond the Nyquist frequency of the grid, or ``index`` makes a weight
+        overflow or vanish in ``dtype`` on this grid (see :func:`check_index`).
+
+    Example
+    -------
+    >>> shell_weights([8], [0, 1], index=0.0) * 8**2   # shell 0: the zero bin; shell 1: ±1
+    array([[1., 0., 0., 0., 0.],
+           [0., 2., 0., 0., 0.]])
     """
     grid = _check_grid(list(grid_shape), owner)
-    if not np.isfinite(index):
-        raise ValueError(f"{owner}: index must be a finite real number; got {index!r}.")
+    check_index(index, owner, dtype)
     l1, l2, multiplicity = _grid_frequencies(grid)
-    base = multiplicity * (1.0 + (2.0 * np.pi * l2) ** 2) ** float(index) / float(np.prod(grid)) ** 2
+    if shells is None:
+        used = np.ones(l1.shape, dtype=bool)
+    else:
+        nyquist = min(grid) // 2
+        layers = list(range(len(shells))) if layers is None else list(layers)
+        for layer, shell in zip(layers, shells, strict=True):
+            if shell > nyquist:
+                raise ValueError(
+                    f"{owner}: layer {layer} needs shell ‖k‖₁ = {shell}, beyond the Nyquist "
+                    f"frequency {nyquist} of the grid N = {grid if len(grid) > 1 else grid[0]}; "
+                    f"use a grid of at least {2 * shell} points per axis or fewer layers."
+                )
+        used = np.isin(l1, list(shells))
+    size = float(np.prod(grid))
+    log_sobolev = float(index) * np.log1p((2.0 * np.pi * l2) ** 2)
+    _check_weight_range(log_sobolev[used], np.log(multiplicity[used] / size**2), float(index),
+                        float(l2[used].max()), grid, owner, dtype)
+    base = multiplicity * np.exp(log_sobolev) / size**2
     if shells is None:
         return base[None]
-    nyquist = min(grid) // 2
-    layers = list(range(len(shells))) if layers is None else list(layers)
-    rows = []
-    for layer, shell in zip(layers, shells, strict=True):
-        if shell > nyquist:
-            raise ValueError(
-                f"{owner}: layer {layer} needs shell ‖k‖₁ = {shell}, beyond the Nyquist "
-                f"frequency {nyquist} of the grid N = {grid if len(grid) > 1 else grid[0]}; "
-                f"use a grid of at least {2 * shell} points per axis or fewer layers."
-            )
-        rows.append(np.where(l1 == shell, base, 0.0))
-    return np.stack(rows)
+    return np.stack([np.where(l1 == shell, base, 0.0) for shell in shells])
+
+
+def check_index(index: Any, owner: str = "index", dtype: str = "float32") -> float:
+    """Validate a Sobolev index before any grid is known; return it as a float.
+
+    Every grid with N ≥ 2 has the frequency ‖k‖ = 1, with weight (1 + 4π²)^index. That weight
+    must stay within the range that keeps a loss finite and non-zero in ``dtype``: at most
+    the square root of its largest value (head-room for the signal's power) and at least its
+    smallest normal value (float32: |index| up to about 12 and 23). A grid can narrow the range
+    further (:func:`shell_weights` checks the largest frequency it uses).
+
+    Raises
+    ------
+    ValueError
+        ``index`` is not a finite real number, or lies outside that range (the message names
+        ``index`` and the admissible range).
+    """
+    if isinstance(index, bool) or not isinstance(index, int | float | np.floating | np.integer) or (
+        not np.isfinite(index)
+    ):
+        raise ValueError(f"{owner}: index must be a finite real number; got {index!r}.")
+    low, high = _log_weight_limits(dtype)
+    log_unit = np.log1p(4.0 * np.pi**2)
+    if not low <= float(index) * log_unit <= high:
+        raise ValueError(
+            f"{owner}: index={index} makes the weight (1 + 4π²)^index of frequency 1 "
+            f"{'overflow' if index > 0 else 'vanish'} in {dtype}; use an index between "
+            f"{low / log_unit:.3g} and {high / log_unit:.3g}."
+        )
+    return float(index)
+
+
+def _log_weight_limits(dtype: str) -> tuple[float, float]:
+    """log of the smallest normal and of the square root of the largest value of ``dtype``."""
+    info = np.finfo(dtype)
+    return float(np.log(info.tiny)), 0.5 * float(np.log(info.max))
+
+
+def _check_weight_range(
+    log_sobolev: np.ndarray,
+    log_scale: np.ndarray,
+    index: float,
+    max_frequency: float,
+    grid: tuple[int, ...],
+    owner: str,
+    dtype: str,
+) -> None:
+    """Raise if a used weight overflows (Sobolev factor above √max) or vanishes (below tiny)."""
+    low, high = _log_weight_limits(dtype)
+    overflow = log_sobolev.max() > high
+    if not overflow and (log_sobolev + log_scale).min() >= low:
+        return
+    log_top = np.log1p((2.0 * np.pi * max_frequency) ** 2)
+    bound = high / log_top if overflow else (low - log_scale.min()) / log_top
+    raise ValueError(
+        f"{owner}: index={index} makes the Sobolev weight of frequency {max_frequency:.4g} on "
+        f"the grid N = {grid if len(grid) > 1 else grid[0]} {'overflow' if overflow else 'vanish'} "
+        f"in {dtype}; use an index {'at most' if overflow else 'at least'} {bound:.3g} on this grid."
+    )
 
 
 def spectral_energy(signal: tf.Tensor, weights: np.ndarray, paired: bool = False) -> tf.Tensor:
@@ -196,8 +271,11 @@ def spectral_energy(signal: tf.Tensor, weights: np.ndarray, paired: bool = False
     Returns
     -------
     tensor
-        ``(batch, S)``: Σ_m Σ_k weights[s, k] |F_m(k)|², F the rfft over the grid axes.
+        ``(batch, S)``: Σ_m Σ_k weights[s, k] |F_m(k)|², F the rfft over the grid axes, in
+        float64 for a float64 signal, else float32 (half-precision signals are cast first:
+        the FFT has no float16/bfloat16 kernels and would lose the high-frequency bins).
     """
+    signal = _to_fft_dtype(signal)
     grid_ndim = weights.ndim - 1
     rank = len(signal.shape)
     lead = rank - grid_ndim - 1
@@ -210,6 +288,16 @@ def spectral_energy(signal: tf.Tensor, weights: np.ndarray, paired: bool = False
     if paired:
         return tf.einsum("bsmk,sk->bs", power, w)
     return tf.einsum("bmk,sk->bs", power, w)
+
+
+def _fft_dtype(dtype: Any) -> str:
+    """float64 stays float64; every other float type is computed in float32."""
+    return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
+
+
+def _to_fft_dtype(tensor: Any) -> tf.Tensor:
+    tensor = tf.convert_to_tensor(tensor)
+    return keras.ops.cast(tensor, _fft_dtype(tensor.dtype))
 
 
 def _check_pair(y_true: tf.Tensor, y_pred: tf.Tensor, owner: str) -> tuple[int, ...]:
@@ -251,10 +339,12 @@ class _ShellLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.scale = scale
         self.shell_of = resolve_scale(scale)
-        if isinstance(index, bool) or not isinstance(index, int | float) or not np.isfinite(index):
-            raise ValueError(f"index must be a finite real number; got {index!r}.")
-        self.index = float(index)
+        self.index = check_index(index, self.name, _fft_dtype(self.dtype))
         self._dtype_arg = dtype
+
+    def _cast(self, tensor: Any) -> tf.Tensor:
+        """``tensor`` in the precision the loss is computed in (float32 unless float64)."""
+        return keras.ops.cast(tensor, _fft_dtype(self.dtype))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -295,6 +385,18 @@ class SobolevLoss1(_ShellLoss):
         ("Sobolev 1+2", Figure 4). The default was chosen by the study (docs/sobolev.md).
     name, reduction, dtype
         As for ``keras.losses.Loss``.
+
+    Example
+    -------
+    A residual on shell 1 only, index 0: shell 1 sees all of it, shell 2 none.
+
+    >>> import numpy as np
+    >>> t = np.arange(16) / 16
+    >>> y_pred = np.cos(2 * np.pi * t).reshape(1, 16, 1)   # energy 1/4 + 1/4 at k = ±1
+    >>> round(float(SobolevLoss1(layer=1, index=0.0)(np.zeros_like(y_pred), y_pred)), 6)
+    0.5
+    >>> round(float(SobolevLoss1(layer=2, index=0.0)(np.zeros_like(y_pred), y_pred)), 6)
+    0.0
     """
 
     def __init__(
@@ -318,7 +420,8 @@ class SobolevLoss1(_ShellLoss):
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         grid = _check_pair(y_true, y_pred, self.name)
         weights = shell_weights(
-            grid, [self.shell_of(self.layer)], self.index, [self.layer], self.name
+            grid, [self.shell_of(self.layer)], self.index, [self.layer], self.name,
+            _fft_dtype(self.dtype),
         )
         return spectral_energy(y_pred - y_true, weights)[:, 0]
 
@@ -337,8 +440,7 @@ class SobolevLoss1(_ShellLoss):
         tensor
             ``(batch, L)`` unreduced terms; their sum over heads is Eq. (6).
         """
-        y_true = tf.convert_to_tensor(y_true, dtype=self.dtype)
-        heads = tf.convert_to_tensor(heads, dtype=self.dtype)
+        y_true, heads = self._cast(y_true), self._cast(heads)
         if len(heads.shape) != len(y_true.shape) + 1 or heads.shape[1] is None:
             raise ValueError(
                 f"{self.name}: heads must have shape (batch, L, *grid, M) for y_true of shape "
@@ -348,7 +450,8 @@ class SobolevLoss1(_ShellLoss):
         grid = _check_pair(y_true, heads[:, 0], self.name)
         layers = list(range(n_heads))
         weights = shell_weights(
-            grid, [self.shell_of(layer) for layer in layers], self.index, layers, self.name
+            grid, [self.shell_of(layer) for layer in layers], self.index, layers, self.name,
+            _fft_dtype(self.dtype),
         )
         return spectral_energy(heads - y_true[:, None], weights, paired=True)
 
@@ -356,8 +459,7 @@ class SobolevLoss1(_ShellLoss):
         """Per-sample ``output_loss`` on the reconstruction (None when there is none)."""
         if self.output_loss is None:
             return None
-        y_true = tf.convert_to_tensor(y_true, dtype=self.dtype)
-        y_pred = tf.convert_to_tensor(y_pred, dtype=self.dtype)
+        y_true, y_pred = self._cast(y_true), self._cast(y_pred)
         if self.output_loss == "mse":
             _check_pair(y_true, y_pred, self.name)
             return tf.reduce_mean(
@@ -387,6 +489,17 @@ class SobolevLoss2(_ShellLoss):
         L, the number of shells summed (the paper's network: 9 hidden layers).
     scale, index, name, reduction, dtype
         As for :class:`SobolevLoss1`.
+
+    Example
+    -------
+    Shells 0 … 2 with the paper's index −1/2; a residual on shell 1 is damped by
+    (1 + (2π)²)^(−1/2) ≈ 0.157.
+
+    >>> import numpy as np
+    >>> t = np.arange(16) / 16
+    >>> y_pred = np.cos(2 * np.pi * t).reshape(1, 16, 1)
+    >>> round(float(SobolevLoss2(num_layers=3)(np.zeros_like(y_pred), y_pred)), 4)
+    0.0786
     """
 
     def __init__(
@@ -407,7 +520,8 @@ class SobolevLoss2(_ShellLoss):
         grid = _check_pair(y_true, y_pred, self.name)
         layers = list(range(self.num_layers))
         weights = shell_weights(
-            grid, [self.shell_of(layer) for layer in layers], self.index, layers, self.name
+            grid, [self.shell_of(layer) for layer in layers], self.index, layers, self.name,
+            _fft_dtype(self.dtype),
         ).sum(axis=0, keepdims=True)
         return spectral_energy(y_pred - y_true, weights)[:, 0]
 
@@ -431,6 +545,15 @@ class SobolevNormLoss(keras.losses.Loss):
         Sobolev index s.
     name, reduction, dtype
         As for ``keras.losses.Loss``.
+
+    Example
+    -------
+    Index 0 is the mean square of the residual (Parseval):
+
+    >>> import numpy as np
+    >>> y_true, y_pred = np.zeros((1, 8, 1)), np.ones((1, 8, 1))
+    >>> float(SobolevNormLoss(index=0.0)(y_true, y_pred))
+    1.0
     """
 
     def __init__(
@@ -441,14 +564,12 @@ class SobolevNormLoss(keras.losses.Loss):
         dtype: str | None = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if isinstance(index, bool) or not isinstance(index, int | float) or not np.isfinite(index):
-            raise ValueError(f"index must be a finite real number; got {index!r}.")
-        self.index = float(index)
+        self.index = check_index(index, self.name, _fft_dtype(self.dtype))
         self._dtype_arg = dtype
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         grid = _check_pair(y_true, y_pred, self.name)
-        weights = shell_weights(grid, None, self.index, owner=self.name)
+        weights = shell_weights(grid, None, self.index, owner=self.name, dtype=_fft_dtype(self.dtype))
         return spectral_energy(y_pred - y_true, weights)[:, 0]
 
     def get_config(self) -> dict[str, Any]:

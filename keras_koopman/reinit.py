@@ -152,7 +152,7 @@ def reset_optimizer_state(optimizer: keras.optimizers.Optimizer, *, iterations: 
     >>> optimizer.apply([keras.ops.ones(2)], [variable])
     >>> reset_optimizer_state(optimizer)   # the momentum slot and the iteration count
     2
-    >>> float(optimizer.learning_rate), int(optimizer.iterations)
+    >>> round(float(optimizer.learning_rate), 6), int(optimizer.iterations)
     (0.1, 0)
     """
     if not isinstance(optimizer, keras.optimizers.Optimizer):

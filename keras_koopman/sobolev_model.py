@@ -47,6 +47,37 @@ DEFAULT_RECONSTRUCTION = "sum_of_heads"
 
 
 @keras.saving.register_keras_serializable(package="keras_koopman")
+class HeadGlorotUniform(keras.initializers.Initializer):
+    """Glorot-uniform kernels of stacked heads, each for its own fan-in.
+
+    For a ``(L, U, M)`` kernel, head ℓ's first ``widths[ℓ]`` rows are uniform on ``[-a_ℓ, a_ℓ]``
+    with ``a_ℓ = sqrt(6 / (widths[ℓ] + M))``, as a ``Dense(M)`` on a ``widths[ℓ]``-wide input;
+    the padding rows are zero.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        U_ℓ, the width of the hidden layer of each head.
+    seed : int, optional
+        As for ``keras.initializers.RandomUniform``.
+    """
+
+    def __init__(self, widths: Sequence[int], seed: int | None = None) -> None:
+        self.widths = [int(width) for width in widths]
+        self._uniform = keras.initializers.RandomUniform(-1.0, 1.0, seed=seed)
+        self.seed = seed
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> tf.Tensor:
+        limits = np.zeros((len(self.widths), max(self.widths), 1))
+        for i, width in enumerate(self.widths):
+            limits[i, :width] = np.sqrt(6.0 / (width + shape[-1]))
+        return self._uniform(shape, dtype) * keras.ops.cast(limits, dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"widths": self.widths, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_koopman")
 class LinearHeads(keras.layers.Layer):
     """The auxiliary heads f_ℓ = C_ℓ z_ℓ + b_ℓ of all hidden layers, as one layer.
 
@@ -75,22 +106,17 @@ class LinearHeads(keras.layers.Layer):
                 f"LinearHeads expects {self.num_heads} hidden outputs; got {len(widths)}."
             )
         self.widths = widths
-        # Glorot-uniform limit of each head for its own fan-in; padded rows start at zero.
-        scale = np.zeros((self.num_heads, max(widths), 1))
-        for i, width in enumerate(widths):
-            scale[i, :width] = np.sqrt(6.0 / (width + self.output_dim))
-        uniform = keras.initializers.RandomUniform(-1.0, 1.0)
-
-        def initializer(shape: tuple[int, ...], dtype: Any = None) -> tf.Tensor:
-            return uniform(shape, dtype) * keras.ops.cast(scale, dtype)
-
+        # Kept as attributes, the Keras convention through which keras_koopman.reinitialize
+        # re-draws the variables.
+        self.kernel_initializer = HeadGlorotUniform(widths)
+        self.bias_initializer = keras.initializers.Zeros()
         self.kernel = self.add_weight(
             shape=(self.num_heads, max(widths), self.output_dim),
-            initializer=initializer,
+            initializer=self.kernel_initializer,
             name="kernel",
         )
         self.bias = self.add_weight(
-            shape=(self.num_heads, self.output_dim), initializer="zeros", name="bias"
+            shape=(self.num_heads, self.output_dim), initializer=self.bias_initializer, name="bias"
         )
 
     def call(self, hidden: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -173,6 +199,23 @@ class SobolevHeadsModel(keras.Model):
     Compiled with :class:`~keras_koopman.losses.SobolevLoss1`, ``compute_loss`` computes the
     heads and applies shell s(ℓ) to head ℓ with one FFT of all heads; the logs then hold
     ``head_{ℓ}_loss`` for every head and ``output_loss`` for the reconstruction term.
+
+    Example
+    -------
+    >>> import keras, numpy as np
+    >>> from keras_koopman import SobolevHeadsModel, SobolevLoss1
+    >>> x = np.linspace(-1, 1, 32, dtype="float32").reshape(1, 32, 1)
+    >>> model = SobolevHeadsModel(depth=3, units=8)
+    >>> model.compile(keras.optimizers.Adam(1e-2), loss=SobolevLoss1())
+    >>> model.method
+    'sobolev1'
+    >>> reconstruction, heads = model.call_with_heads(x)
+    >>> tuple(reconstruction.shape), tuple(heads.shape)
+    ((1, 32, 1), (1, 3, 32, 1))
+    >>> tuple(model.loss.head_terms(np.sin(3 * x), heads).shape)   # head ℓ on shell ℓ
+    (1, 3)
+
+    ``model.fit(x, y)`` then logs ``head_0_loss`` … ``head_2_loss`` and ``output_loss``.
     """
 
     def __init__(
@@ -262,10 +305,22 @@ class SobolevHeadsModel(keras.Model):
         return self.call_with_heads(inputs, training=training)[0]
 
     def predict_heads(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Heads f_ℓ as a numpy array of shape ``(batch, L, *grid, M)`` (per-scale outputs)."""
+        """Heads f_ℓ as a numpy array of shape ``(batch, L, *grid, M)`` (per-scale outputs).
+
+        Zero samples give an empty array of that shape.
+        """
         x = np.asarray(x)
-        if batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
+            batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+        if x.ndim < 3:
+            raise ValueError(
+                f"x must have shape (batch, *grid, D) with a 1-D or 2-D grid; got {x.shape}."
+            )
+        if len(x) == 0:
+            shape = (0, self.depth, *x.shape[1:-1], self.output_dim)
+            return np.zeros(shape, dtype=keras.backend.standardize_dtype(self.compute_dtype))
         parts = [
             keras.ops.convert_to_numpy(self.call_with_heads(x[i : i + batch_size])[1])
             for i in range(0, len(x), batch_size)
@@ -331,7 +386,6 @@ class SobolevHeadsModel(keras.Model):
         if x is None:
             raise ValueError("compute_loss needs x to compute the heads of Sobolev loss 1.")
         reconstruction, heads = self.call_with_heads(x, training=training)
-        y = tf.convert_to_tensor(y, dtype=loss.dtype)
         terms = loss.head_terms(y, heads)
         output = loss.output_term(y, reconstruction, self.depth)
         per_sample = tf.reduce_sum(terms, axis=1)

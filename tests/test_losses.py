@@ -220,6 +220,45 @@ def test_argument_validation():
         shell_weights([None], [0])
 
 
+@pytest.mark.parametrize("index", [300, -300, 12.5])
+@pytest.mark.parametrize("loss_class", [SobolevLoss1, SobolevLoss2, SobolevNormLoss])
+def test_an_index_beyond_any_grid_is_rejected_at_construction(loss_class, index):
+    with pytest.raises(ValueError, match=f"index={index}"):
+        loss_class(index=index)
+
+
+def test_an_index_beyond_what_the_grid_supports_is_rejected_at_call():
+    # Index 5 is fine on 16 points (largest weight (1 + (16π)²)^5 ≈ 1e17) but overflows the
+    # head-room of float32 on 4096 points ((1 + (4096π)²)^5 ≈ 1e41).
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(size=(2, 1, 16, 1)), rng.normal(size=(2, 1, 4096, 1))
+    loss = SobolevNormLoss(index=5)
+    assert np.isfinite(float(loss(small[0], small[1])))
+    with pytest.raises(ValueError, match=r"index=5.*N = 4096.*at most 2\.\d+"):
+        loss(large[0], large[1])
+    # a shell whose weight vanishes in float32 on this grid
+    with pytest.raises(ValueError, match=r"index=-23.*vanish"):
+        SobolevLoss1(layer=8, index=-23)(np.zeros((1, 4096, 1)), np.zeros((1, 4096, 1)))
+    assert np.isfinite(float(SobolevLoss1(layer=8, index=-23, dtype="float64")(
+        np.zeros((1, 4096, 1)), np.ones((1, 4096, 1)))))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_inputs_are_transformed_in_float32(dtype):
+    rng = np.random.default_rng(0)
+    y, p = rng.normal(size=(2, 3, 32, 1)).astype("float32")
+    heads = rng.normal(size=(3, 4, 32, 1)).astype("float32")
+    for loss in (SobolevLoss1(layer=2), SobolevLoss2(num_layers=4), SobolevNormLoss()):
+        want = loss(y, p).numpy()
+        got = loss(keras.ops.cast(y, dtype), keras.ops.cast(p, dtype)).numpy()
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=2e-2)
+    loss = SobolevLoss1()
+    half = loss.head_terms(keras.ops.cast(y, dtype), keras.ops.cast(heads, dtype))
+    assert half.dtype == tf.float32
+    np.testing.assert_allclose(half.numpy(), loss.head_terms(y, heads).numpy(), rtol=2e-2)
+
+
 @keras.saving.register_keras_serializable(package="keras_koopman_tests")
 def triple(layer):
     return 3 * layer

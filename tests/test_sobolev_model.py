@@ -241,3 +241,72 @@ def test_export_serves_reconstruction(tmp_path):
         other, _ = grid_data(batch=1, n=n)
         served = loaded.serve(tf.constant(other))
         np.testing.assert_allclose(served.numpy(), model.predict(other, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def dtype_policy(request):
+    """Set the global dtype policy for one test and restore the previous one afterwards."""
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(request.param)
+    try:
+        yield request.param
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize(
+    "dtype_policy", ["mixed_float16", "mixed_bfloat16", "bfloat16"], indirect=True
+)
+@pytest.mark.parametrize("output_loss", ["mse", "sobolev2"])
+def test_sobolev1_trains_under_reduced_precision_policies(dtype_policy, output_loss):
+    from keras_koopman import reinitialize
+
+    x, _ = grid_data(batch=4, n=32)
+    y = np.sin(np.pi * x)  # one periodic harmonic: shell 1
+    model = SobolevHeadsModel(depth=3, units=8)
+    model.build(x.shape)
+    reinitialize(model, seed=0)  # the same initial weights on every run
+    # Adam cannot move bfloat16 variables: its β₂ = 0.999 rounds to 1 in bfloat16, so its step
+    # size sqrt(1 − β₂ᵗ) is 0; plain SGD trains them.
+    optimizer = (
+        keras.optimizers.SGD(0.05) if dtype_policy == "bfloat16" else keras.optimizers.Adam(1e-2)
+    )
+    model.compile(optimizer, loss=SobolevLoss1(output_loss=output_loss))
+    history = model.fit(x, y, epochs=15, verbose=0).history
+    assert model.heads.compute_dtype == keras.mixed_precision.dtype_policy().compute_dtype
+    assert all(np.isfinite(history["loss"]))
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    assert np.isfinite(history["head_2_loss"][-1]) and np.isfinite(history["output_loss"][-1])
+    assert model.predict_heads(x).shape == (4, 3, 32, 1)
+
+
+def test_predict_heads_on_zero_samples_gives_an_empty_array_of_the_right_shape():
+    model = SobolevHeadsModel(output_dim=2, depth=4, units=8)
+    empty = model.predict_heads(np.zeros((0, 16, 1), "float32"))
+    assert empty.shape == (0, 4, 16, 2) and empty.dtype == np.float32
+    grid_2d = model.predict_heads(np.zeros((0, 8, 6, 1), "float32"))
+    assert grid_2d.shape == (0, 4, 8, 6, 2)
+    with pytest.raises(ValueError, match="x must have shape"):
+        model.predict_heads(np.zeros((0,), "float32"))
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict_heads(np.zeros((1, 16, 1), "float32"), batch_size=True)
+
+
+def test_reinitialize_redraws_the_heads_for_their_own_fan_in():
+    import warnings
+
+    from keras_koopman import reinitialize
+
+    layers = [keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(50, activation="tanh")]
+    model = SobolevHeadsModel(hidden_layers=layers)
+    model.build((None, 16, 1))
+    before = keras.ops.convert_to_numpy(model.heads.kernel).copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every variable has an initializer
+        assert reinitialize(model, seed=0) == len(model.weights)
+    kernel = keras.ops.convert_to_numpy(model.heads.kernel)
+    assert not np.array_equal(kernel, before)
+    np.testing.assert_array_equal(kernel[0, 4:], 0.0)  # the narrow head's padding rows
+    assert np.abs(kernel[0, :4]).max() > np.sqrt(6.0 / 51)  # limit of the wide head's fan-in
+    assert np.abs(kernel[0, :4]).max() <= np.sqrt(6.0 / 5)
+    assert np.abs(kernel[1]).max() <= np.sqrt(6.0 / 51)
