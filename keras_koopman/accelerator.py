@@ -138,7 +138,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
     target : {"forecast", "fixed_point"}
         Jump to the decomposition's forecast ``horizon`` epochs ahead, or to its fixed point:
         modes with ``|λ − 1| <= delta`` kept, modes with ``|λ| < 1`` decayed to zero (the λ ≈ 1
-        mode times its amplitude, dmd_rrr.md §6.3).
+        mode times its amplitude, docs/koopman.md "Affine maps and the constant observable").
     horizon : int
         Snapshots (epochs by default) ahead for ``target="forecast"`` (ignored for the fixed
         point).
@@ -206,7 +206,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
 
     Why the constant observable: one epoch of gradient descent near a minimum is affine,
     ``w ↦ (I − ηH) w + ηb``.  On ``[w; 1]`` it is linear, with eigenvalues ``1 − ηh_j`` and 1; the
-    λ = 1 eigenvector is ``[w*; 1]``, the fixed point (dmd_rrr.md §6.3).  For a linear model
+    λ = 1 eigenvector is ``[w*; 1]``, the fixed point (docs/koopman.md, "Affine maps").  For a linear model
     trained by full-batch gradient descent the fixed-point jump is therefore the
     least-squares solution, whatever epoch it is taken at.
 
