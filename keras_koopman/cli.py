@@ -41,6 +41,7 @@ status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -252,9 +253,28 @@ def draw_report(trajectory: TrainingTrajectory, analyses: Sequence[KoopmanAnalys
     rows = [name for name in ("loss", "val_loss", "weights")
             if any(a.observable == name for a in analyses)]
     rows += [a.observable for a in analyses if a.observable not in rows]
-    plot_training_report(_report_source(trajectory, analyses), path,
-                         observables=list(dict.fromkeys(rows)), max_columns=max_columns,
-                         title=title)
+    with _naming(path):
+        plot_training_report(_report_source(trajectory, analyses), path,
+                             observables=list(dict.fromkeys(rows)), max_columns=max_columns,
+                             title=title)
+
+
+# ---------------------------------------------------------------------------- outputs
+@contextlib.contextmanager
+def _naming(path):
+    """Report an ``OSError`` of an atomic write as one of ``path``, the file the user named,
+    not of the temporary file written beside it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+def _write_json(path: Path, payload) -> None:
+    with _naming(path):
+        write_json_atomic(path, payload)
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -340,16 +360,9 @@ def _cmd_mnist(args) -> int:
         if changed:
             raise UsageError(f"--resume: {out} was trained with other settings: " + ", ".join(
                 f"--{k.replace('_', '-')} {before.get(k)} (now {settings[k]})" for k in changed))
-    elif holds_run:
-        if not args.overwrite:
-            raise UsageError(f"--out: {out} already holds a run (pass --overwrite to replace it, "
-                             "or --resume to continue it)")
-        import shutil
-
-        for name in ("trajectory", "backup"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("summary.json", "history.csv", "run.json", "report.png"):
-            (out / name).unlink(missing_ok=True)
+    elif holds_run and not args.overwrite:
+        raise UsageError(f"--out: {out} already holds a run (pass --overwrite to replace it, "
+                         "or --resume to continue it)")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UsageError(f"--data-dir: {args.data_dir} is not a folder")
     options = _options(args)
@@ -390,9 +403,16 @@ def _cmd_mnist(args) -> int:
         raise UsageError(f"--loss-snapshots/--weight-snapshots: a run of {epochs} epochs has "
                          f"{epochs} loss and {epochs + 1} weight snapshots")
 
+    if holds_run and not args.resume:  # --overwrite, now that every argument was checked
+        import shutil
+
+        for name in ("trajectory", "backup"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("summary.json", "history.csv", "run.json", "report.png"):
+            (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
-        write_json_atomic(out / "run.json", settings)
+        _write_json(out / "run.json", settings)
     keras.utils.set_random_seed(args.seed)
     model = paper_cnn(args.init, seed=args.seed, learning_rate=args.learning_rate)
     # Live diagnostics (koopman_* in the logs) at the epochs the report analyses end at.
@@ -411,7 +431,7 @@ def _cmd_mnist(args) -> int:
               callbacks=callbacks, verbose=args.verbose, shuffle=False,
               validation_batch_size=max(args.batch_size, 1000))
     wall = previous_wall + time.perf_counter() - started
-    write_json_atomic(out / "run.json", dict(settings, wall_seconds=wall))
+    _write_json(out / "run.json", dict(settings, wall_seconds=wall))
 
     trajectory = TrainingTrajectory.load(out / "trajectory")
     done = int(trajectory.scalars["loss"][0].size) if "loss" in trajectory.scalars else 0
@@ -444,7 +464,7 @@ def _cmd_mnist(args) -> int:
         "snapshot_counts": counts,
         "analyses": [a.to_dict() for a in analyses],
     }
-    write_json_atomic(out / "summary.json", _to_jsonable(summary))
+    _write_json(out / "summary.json", _to_jsonable(summary))
     title = (f"{'Fashion-' if args.fashion else ''}MNIST, {args.init} initialisation: "
              f"{done} epochs on {n_train:,} images")
     draw_report(trajectory, analyses, out / "report.png", title)
@@ -512,7 +532,7 @@ def _cmd_analyze(args) -> int:
         target = Path(args.json)
         if not target.parent.is_dir():
             raise UsageError(f"--json: folder {target.parent} does not exist")
-        write_json_atomic(target, _to_jsonable({
+        _write_json(target, _to_jsonable({
             "trajectory": str(Path(args.trajectory).resolve()),
             "analyses": [a.to_dict() for a in analyses]}))
     return 0
@@ -687,11 +707,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: all 10,000)")
     mnist.add_argument("--data-dir", metavar="PATH",
                        help="folder with the four raw *-ubyte.gz files (default: "
-                            "$KERAS_KOOPMAN_MNIST_DIR, then ../shared/data/mnist; needed until "
-                            "the tensorflow-datasets cache is prepared)")
+                            "$KERAS_KOOPMAN_MNIST_DIR or $KERAS_KOOPMAN_FASHION_MNIST_DIR, then "
+                            "<cache>/downloads/manual/<data set>; needed until the "
+                            "tensorflow-datasets cache is prepared)")
     mnist.add_argument("--fashion", action="store_true",
-                       help="use Fashion-MNIST instead (raw files in ../shared/data/fashion_mnist "
-                            "or --data-dir)")
+                       help="use Fashion-MNIST instead (raw files from --data-dir or "
+                            "$KERAS_KOOPMAN_FASHION_MNIST_DIR)")
     mnist.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
                        help="minibatch size (default 32)")
     mnist.add_argument("--learning-rate", type=_positive_float, default=1e-3, metavar="LR",

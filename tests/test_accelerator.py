@@ -11,10 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_koopman.accelerator import (LOG_KEYS, JumpRecord, KoopmanAccelerator,
-                                       reset_optimizer_slots)
+from keras_koopman import AnalysisOptions
+from keras_koopman.accelerator import (ACCELERATOR_MAX_RESIDUAL, LOG_KEYS, JumpRecord,
+                                       KoopmanAccelerator)
 
 N, D, LR = 64, 5, 0.25
+#: trust only Ritz pairs with residual <= 1e-3 (exact affine maps fit far better)
+TIGHT = AnalysisOptions(max_residual=1e-3)
 
 
 def regression_data(seed: int = 0):
@@ -68,8 +71,8 @@ def test_fixed_point_jump_is_the_least_squares_solution(anchored):
     x, y = regression_data()
     solution = lstsq(x, y)
     model = linear_model()
-    accelerator = KoopmanAccelerator((x, y), every=12, window=12, target="fixed_point",
-                                     anchored=anchored, max_residual=1e-3, backtrack=0)
+    accelerator = KoopmanAccelerator((x, y), analyze_every=12, window=12, target="fixed_point",
+                                     anchored=anchored, options=TIGHT, backtrack=0)
     recorder = WeightRecorder()
     fit(model, x, y, 12, [recorder, accelerator])
     before = np.concatenate([w.ravel() for w in recorder.weights[-1]])
@@ -84,8 +87,8 @@ def test_forecast_jump_equals_more_epochs_of_gradient_descent():
     x, y = regression_data(1)
     model = linear_model(1)
     horizon = 6
-    accelerator = KoopmanAccelerator((x, y), every=10, window=10, target="forecast",
-                                     horizon=horizon, max_residual=1e-3, backtrack=0)
+    accelerator = KoopmanAccelerator((x, y), analyze_every=10, window=10, target="forecast",
+                                     horizon=horizon, options=TIGHT, backtrack=0)
     recorder = WeightRecorder()
     fit(model, x, y, 10, [recorder, accelerator])
     assert accelerator.jumps[-1].accepted
@@ -105,9 +108,9 @@ def test_layer_granularity_solves_each_layer():
     out2 = keras.layers.Dense(1, kernel_initializer=init(5), name="second")(in2)
     model = keras.Model([in1, in2], [out1, out2])
     model.compile(optimizer=keras.optimizers.SGD(LR), loss=["mse", "mse"])
-    accelerator = KoopmanAccelerator(([x1, x2], [y1, y2]), every=12, window=12,
+    accelerator = KoopmanAccelerator(([x1, x2], [y1, y2]), analyze_every=12, window=12,
                                      target="fixed_point", granularity="layer",
-                                     max_residual=1e-3, backtrack=0)
+                                     options=TIGHT, backtrack=0)
     fit(model, [x1, x2], [y1, y2], 12, [accelerator])
     assert accelerator.jumps[0].accepted
     assert accelerator.jumps[0].n_used == 2 * (D + 2)  # D + 1 weights + constant, per layer
@@ -121,8 +124,8 @@ def test_batch_interval_snapshots_inside_epochs():
     """Full batch, snapshots every 3 steps: the map is three GD steps, same fixed point."""
     x, y = regression_data()
     model = linear_model()
-    accelerator = KoopmanAccelerator((x, y), every=12, window=12, batch_interval=3,
-                                     target="fixed_point", max_residual=1e-3, backtrack=0)
+    accelerator = KoopmanAccelerator((x, y), analyze_every=12, window=12, batch_interval=3,
+                                     target="fixed_point", options=TIGHT, backtrack=0)
     history = fit(model, x, y, 36, [accelerator])
     (record,) = accelerator.jumps
     assert record.accepted and record.step == 36 and record.epoch == 35
@@ -137,8 +140,8 @@ def test_jump_that_raises_the_held_loss_is_rolled_back_exactly():
     # held targets = the initial model's predictions: the held loss is smallest at the initial
     # weights, and gradient descent (and its extrapolation) moves away from them
     held = (x, keras.ops.convert_to_numpy(model(x)))
-    accelerator = KoopmanAccelerator(held, every=8, window=8, target="fixed_point",
-                                     max_residual=1e-3, backtrack=3)
+    accelerator = KoopmanAccelerator(held, analyze_every=8, window=8, target="fixed_point",
+                                     options=TIGHT, backtrack=3)
     recorder = WeightRecorder()
     history = fit(model, x, y, 8, [recorder, accelerator])
     (record,) = accelerator.jumps
@@ -158,8 +161,8 @@ def test_backoff_doubles_the_wait_after_rejections(backoff, expected):
     model = linear_model()
     held = (x, keras.ops.convert_to_numpy(model(x)))  # every jump is rejected (see above)
     # first attempt after 7 epochs (8 snapshots), then every 2 epochs, or 4, 8 with back-off
-    accelerator = KoopmanAccelerator(held, every=2, window=8, target="fixed_point",
-                                     max_residual=1e-3, backtrack=0, backoff=backoff)
+    accelerator = KoopmanAccelerator(held, analyze_every=2, window=8, target="fixed_point",
+                                     options=TIGHT, backtrack=0, backoff=backoff)
     fit(model, x, y, 20, [accelerator])
     assert [j.epoch for j in accelerator.jumps] == expected
     assert not any(j.accepted for j in accelerator.jumps)
@@ -168,8 +171,8 @@ def test_backoff_doubles_the_wait_after_rejections(backoff, expected):
 def test_logs_every_epoch_follow_the_schedule():
     x, y = regression_data()
     model = linear_model()
-    accelerator = KoopmanAccelerator((x, y), every=3, window=3, target="fixed_point",
-                                     max_residual=1.0, backoff=False)
+    accelerator = KoopmanAccelerator((x, y), analyze_every=3, window=3, target="fixed_point",
+                                     options=AnalysisOptions(max_residual=1.0), backoff=False)
     history = fit(model, x, y, 7, [accelerator])
     for key in LOG_KEYS:
         assert len(history.history[key]) == 7, key
@@ -189,31 +192,91 @@ def test_logs_every_epoch_follow_the_schedule():
     assert accelerator.seconds > 0
 
 
-def test_reset_optimizer_slots_zeroes_moments_only():
+@pytest.mark.parametrize("batch_interval", [None, 1])
+def test_start_from_epoch_waits_as_early_stopping_does(batch_interval):
+    """Keras semantics: the first attempt can come at the end of 0-based epoch
+    ``start_from_epoch`` (the old ``start_epoch=5`` is ``start_from_epoch=4``); full batch, so
+    a snapshot every step is a snapshot every epoch."""
     x, y = regression_data()
-    model = linear_model(optimizer=keras.optimizers.Adam(1e-2))
-    fit(model, x, y, 3, [])
+    model = linear_model()
+    held = (x, keras.ops.convert_to_numpy(model(x)))  # every jump is rejected (see above)
+    accelerator = KoopmanAccelerator(held, analyze_every=1, window=3, options=TIGHT,
+                                     backtrack=0, backoff=False, start_from_epoch=4,
+                                     batch_interval=batch_interval)
+    history = fit(model, x, y, 7, [accelerator])
+    assert [j.epoch for j in accelerator.jumps] == [4, 5, 6]
+    assert history.history["koopman_jump_attempted"] == [0.0] * 4 + [1.0] * 3
+    eager = KoopmanAccelerator(held, analyze_every=1, window=3, options=TIGHT, backtrack=0,
+                               backoff=False, batch_interval=batch_interval)
+    fit(linear_model(), x, y, 4, [eager])
+    assert [j.epoch for j in eager.jumps] == [1, 2, 3]  # from the third snapshot on
+
+
+def test_default_options_trust_pairs_up_to_the_accelerator_residual_bound():
+    """``options=None``: ``max_residual`` None means ACCELERATOR_MAX_RESIDUAL (0.05), and the
+    default ``delta``; the exact affine map of the linear problem passes it."""
+    x, y = regression_data()
+    model = linear_model()
+    accelerator = KoopmanAccelerator((x, y), analyze_every=12, window=12, backtrack=0)
+    assert accelerator.options == AnalysisOptions() and ACCELERATOR_MAX_RESIDUAL == 0.05
+    fit(model, x, y, 12, [accelerator])
+    (record,) = accelerator.jumps
+    assert record.accepted and record.n_used >= 2
+    solution = lstsq(x, y)
+    assert np.abs(flat(model) - solution).max() / np.abs(solution).max() < 2e-5
+    # a bound below every residual trusts nothing: no jump
+    strict = KoopmanAccelerator((x, y), analyze_every=12, window=12, backtrack=0,
+                                options=AnalysisOptions(max_residual=0.0))
+    fit(linear_model(), x, y, 12, [strict])
+    assert strict.jumps[0].reason == "no trusted modes" and not strict.jumps[0].accepted
+
+
+@pytest.mark.parametrize("state", ["keep", "reset"])
+def test_optimizer_state_after_an_accepted_jump(state):
+    """``optimizer_state="reset"``: after an accepted jump the momentum slots are zero (they
+    pointed along the old trajectory); the iteration counter and the learning rate are kept,
+    so schedules continue.  ``"keep"`` leaves them as they were."""
+    x, y = regression_data()
+    model = linear_model(optimizer=keras.optimizers.SGD(LR / 4, momentum=0.5))
+    # heavy ball is not an affine map of the weights alone: jump late, past the transient
+    accelerator = KoopmanAccelerator((x, y), analyze_every=24, window=12,
+                                     options=AnalysisOptions(max_residual=0.5), backtrack=3,
+                                     optimizer_state=state)
+    fit(model, x, y, 24, [accelerator])
+    (record,) = accelerator.jumps
+    assert record.accepted, record.reason
     optimizer = model.optimizer
-    iterations = int(keras.ops.convert_to_numpy(optimizer.iterations))
-    moments = [v for v in optimizer.variables
+    momenta = [v for v in optimizer.variables
                if v is not optimizer.iterations and v is not optimizer.learning_rate]
-    assert any(np.abs(keras.ops.convert_to_numpy(v)).max() > 0 for v in moments)
-    reset_optimizer_slots(optimizer)
-    assert all(np.abs(keras.ops.convert_to_numpy(v)).max() == 0 for v in moments)
-    assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == iterations == 3
-    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(1e-2)
+    assert momenta
+    largest = max(np.abs(keras.ops.convert_to_numpy(v)).max() for v in momenta)
+    assert (largest == 0) if state == "reset" else (largest > 0)
+    assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == 24
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(LR / 4)
 
 
 @pytest.mark.parametrize("name, value", [
-    ("every", 0), ("window", 2), ("batch_interval", 0), ("target", "minimum"), ("horizon", 0),
-    ("granularity", "neuron"), ("pod_rank", 0), ("max_residual", -1.0), ("delta", 1.0),
+    ("analyze_every", 0), ("window", 2), ("batch_interval", 0), ("target", "minimum"),
+    ("horizon", 0), ("granularity", "neuron"), ("pod_rank", 0),
+    ("options", AnalysisOptions(delta=1.0)),  # delta: |λ - 1| <= delta must exclude λ = 0
     ("backtrack", -1), ("min_improvement", 1.0), ("optimizer_state", "drop"),
-    ("start_epoch", -1), ("held_batch_size", 0), ("anchored", "yes"), ("backoff", 1),
+    ("start_from_epoch", -1), ("held_batch_size", 0), ("anchored", "yes"), ("backoff", 1),
 ])
 def test_bad_arguments_name_the_parameter(name, value):
     x, y = regression_data()
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=name if name != "options" else "delta"):
         KoopmanAccelerator((x, y), **{name: value})
+
+
+def test_options_must_be_analysis_options_and_the_old_names_are_gone():
+    x, y = regression_data()
+    with pytest.raises(TypeError, match="options"):
+        KoopmanAccelerator((x, y), options=0.05)
+    with pytest.raises(ValueError, match="max_residual"):
+        KoopmanAccelerator((x, y), options={"max_residual": -1.0})
+    for old in ({"every": 5}, {"start_epoch": 1}, {"max_residual": 0.1}, {"delta": 0.1}):
+        with pytest.raises(TypeError):
+            KoopmanAccelerator((x, y), **old)
 
 
 @pytest.mark.parametrize("held", [None, (np.zeros((4, D)),), (np.zeros((4, D)), np.zeros((3, 1))),

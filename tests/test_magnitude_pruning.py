@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_koopman import KoopmanMonitor, apply_masks, koopman_magnitude_masks, magnitude_masks
-from test_monitor import linear_model, regression_problem
-
+from keras_koopman import (AnalysisOptions, KoopmanMonitor, apply_masks, koopman_magnitude_masks,
+                           magnitude_masks)
+from training_problems import linear_model, regression_problem
 
 
 def _trained(epochs, **monitor_options):
@@ -115,7 +115,8 @@ def test_fixed_point_estimate_refuses_sketches_and_decays_to_zero_without_the_co
     X, _, eta, _ = regression_problem(seed=2)
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, use_bias=False)])
     model.compile(keras.optimizers.SGD(learning_rate=eta), "mse")
-    plain = KoopmanMonitor(observables=("weights",), analyze_at=(15,), augment_constant=False)
+    plain = KoopmanMonitor(observables=("weights",), analyze_at=(15,),
+                           options=AnalysisOptions(augment_constant=False))
     model.fit(X, np.zeros((len(X), 1)), batch_size=len(X), epochs=15, shuffle=False, verbose=0,
               callbacks=[plain])
     assert np.abs(_current(model)).max() > 0.01

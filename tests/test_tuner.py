@@ -18,14 +18,17 @@ import numpy as np
 import pytest
 
 from keras_koopman import (
+    AnalysisOptions,
+    KoopmanMonitor,
     KoopmanPruning,
+    PoorInitialization,
     PruningRule,
     SpectralGridSearch,
     analyze_series,
     koopman_forecast,
     with_koopman_pruning,
 )
-from keras_koopman.tuner import PRUNING_KEYS
+from keras_koopman.tuner import TrialPruning
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 10
@@ -49,7 +52,7 @@ def small_model(lr, seed=0):
 def fit(lr, callback, epochs=EPOCHS):
     x, y, xv, yv = regression_data()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the monitor warns when it stops a run
+        warnings.simplefilter("ignore")  # PoorInitialization warns when it stops a run
         return small_model(lr).fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=32,
                                    verbose=0, callbacks=[callback])
 
@@ -74,107 +77,161 @@ def test_forecast_rejects_what_it_cannot_continue():
 
 
 # ---------------------------------------------------------------------------- the callback
-SPECTRAL_RULE = {"poor_init_rule": "spectral"}
-
-
-def test_stagnating_run_is_pruned_by_the_poor_init_rule_after_the_warmup():
-    callback = KoopmanPruning(warmup=4, monitor_options=SPECTRAL_RULE)
+def test_stagnating_run_is_pruned_by_the_loss_rule_after_start_from_epoch():
+    callback = KoopmanPruning(start_from_epoch=3)
     history = fit(1e-5, callback)
     assert len(history.epoch) == 4
     assert callback.pruned and callback.pruned_epoch == 4
     assert callback.rule is PruningRule.POOR_INITIALIZATION
-    assert "stagnation" in callback.reason
+    assert "loss" in callback.reason and "of its first value" in callback.reason
     assert history.history["pruned"] == [0.0, 0.0, 0.0, 1.0]
     assert history.history["pruned_rule"][-1] == float(PruningRule.POOR_INITIALIZATION)
 
-    healthy = KoopmanPruning(warmup=4, monitor_options=SPECTRAL_RULE)  # a rate that trains
+    healthy = KoopmanPruning(start_from_epoch=3)  # a rate that trains
     history = fit(0.05, healthy)
     assert len(history.epoch) == EPOCHS and not healthy.pruned
     assert history.history["pruned_epoch"] == [0.0] * EPOCHS
 
 
 def test_forecast_rule_prunes_only_against_a_better_reference():
-    slow = KoopmanPruning(warmup=4, reference=0.2, poor_init=False)
+    slow = KoopmanPruning(start_from_epoch=3, reference=0.2, loss_ratio=None)
     history = fit(0.01, slow)
     assert slow.rule is PruningRule.FORECAST and slow.pruned_epoch == 4
     assert len(history.epoch) == 4
-    # the logged forecast is the Hankel KMD of val_loss continued to the end of the budget
-    analysis = [a for a in slow.monitor.analyses if a.observable == "val_loss"][-1]
+    # the logged forecast is the Hankel KMD of val_loss (default options) continued to the
+    # end of the budget
+    epochs, values = slow.recorder.scalar("val_loss")
+    np.testing.assert_array_equal(values, history.history["val_loss"])
+    analysis = analyze_series(values, epochs, observable="val_loss")
     expected = koopman_forecast(analysis, [EPOCHS])[0]
     assert history.history["pruning_forecast"][-1] == pytest.approx(expected)
     assert expected > 0.2 * 1.1
 
-    beaten = KoopmanPruning(warmup=4, reference=10.0, poor_init=False)
+    beaten = KoopmanPruning(start_from_epoch=3, reference=10.0, loss_ratio=None)
     history = fit(0.01, beaten)
     assert not beaten.pruned and len(history.epoch) == EPOCHS
     forecasts = np.asarray(history.history["pruning_forecast"])
-    assert np.all(np.isnan(forecasts[:2])) and np.all(np.isfinite(forecasts[3:-1]))
+    assert np.all(np.isnan(forecasts[:3])) and np.all(np.isfinite(forecasts[3:-1]))
+    assert np.isnan(forecasts[-1])  # nothing left to forecast at the end of the budget
 
 
-def test_short_warmup_prunes_by_the_loss_rule_but_forecasts_only_from_epoch_4():
-    """warmup=2: the (default) loss rule may prune a stagnating run at epoch 2; the forecast
-    rule, which needs 4 values, never prunes before epoch 4."""
-    stagnating = KoopmanPruning(warmup=2)
+def test_early_start_prunes_by_the_loss_rule_but_forecasts_only_from_epoch_4():
+    """start_from_epoch=1 (the default): the loss rule may prune a stagnating run at epoch 2;
+    the forecast rule, which needs 4 values, never prunes before epoch 4."""
+    stagnating = KoopmanPruning(start_from_epoch=1)
     history = fit(1e-5, stagnating)
     assert stagnating.rule is PruningRule.POOR_INITIALIZATION and stagnating.pruned_epoch == 2
     assert "loss" in stagnating.reason and len(history.epoch) == 2
-    slow = KoopmanPruning(warmup=2, reference=0.2, poor_init=False)
+    slow = KoopmanPruning(start_from_epoch=1, reference=0.2, loss_ratio=None)
     history = fit(0.01, slow)
     assert slow.rule is PruningRule.FORECAST and slow.pruned_epoch == 4
 
 
 def test_defaults_prune_a_flat_loss_at_epoch_2_but_keep_a_slower_learner():
-    """KoopmanPruning's defaults (loss rule, ratio 0.9, warm-up 2, chosen by bench_pruning.py):
-    a learning rate whose loss is still 97 % of its first value at epoch 2 is pruned there; one
-    at 83 % trains on, which the monitor's own ratio 0.5 would have pruned."""
+    """KoopmanPruning's defaults (loss rule, ratio 0.9, first prune at epoch 2, chosen by
+    bench_pruning.py): a learning rate whose loss is still 97 % of its first value at epoch 2
+    is pruned there; one at 83 % trains on, which PoorInitialization's ratio 0.5 would prune."""
     default = KoopmanPruning()
-    assert default.warmup == 2 and default.monitor.loss_ratio == 0.9
-    assert default.monitor.poor_init_rule == "loss"
+    assert default.start_from_epoch == 1 and default.loss_ratio == 0.9 and default.forecast
+    assert PoorInitialization.__init__.__kwdefaults__["loss_ratio"] == 0.5
     history = fit(0.003, default)
     assert default.pruned and default.pruned_epoch == 2 and len(history.epoch) == 2
     slower = KoopmanPruning()
     history = fit(0.02, slower)
     assert not slower.pruned and len(history.epoch) == EPOCHS
-    strict = KoopmanPruning(monitor_options={"loss_ratio": 0.5})
+    strict = KoopmanPruning(loss_ratio=0.5)
     fit(0.02, strict)
     assert strict.pruned and strict.pruned_epoch == 2
+    off = KoopmanPruning(loss_ratio=None)  # the loss rule turned off
+    history = fit(1e-5, off)
+    assert not off.pruned and len(history.epoch) == EPOCHS
 
 
-def test_divergence_is_pruned_at_once_even_before_the_warmup():
-    callback = KoopmanPruning(warmup=6)
+def test_divergence_is_pruned_at_once_even_before_start_from_epoch():
+    callback = KoopmanPruning(start_from_epoch=5)
     history = fit(1e4, callback)  # the loss overflows within a few epochs
     assert callback.rule is PruningRule.NONFINITE
     assert callback.pruned_epoch == len(history.epoch) < 6
     assert "non-finite" in callback.reason
 
 
-def test_restart_reinitialises_before_pruning():
-    callback = KoopmanPruning(warmup=4, restarts=1, restart_seed=7, monitor_options=SPECTRAL_RULE)
-    history = fit(1e-5, callback, epochs=12)
-    assert callback.monitor.restarts == 1
+def relu_model(lr, *, dead_bias=False, seed=0):
+    """A ReLU network; ``dead_bias``: the hidden layer's bias initializer is -10, so every
+    hidden unit starts (and, re-drawn, restarts) dead."""
+    keras.utils.set_random_seed(seed)
+    bias = keras.initializers.Constant(-10.0) if dead_bias else "zeros"
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(8, activation="relu", bias_initializer=bias),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(lr), "mse")
+    return model
+
+
+def fit_model(model, callback, epochs):
+    x, y, xv, yv = regression_data()
+    return model.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=32, verbose=0,
+                     callbacks=[callback])
+
+
+def test_restart_redraws_a_dead_start_and_training_recovers():
+    """A healthy learning rate on an unlucky draw (every ReLU unit dead: only the output bias
+    learns): the loss rule re-draws the weights after epoch 4, and with the learning rate
+    intact the new segment trains, so the run is not pruned."""
+    model = relu_model(0.05)
+    model.layers[0].bias.assign(np.full((8,), -10.0, dtype="float32"))  # the unlucky draw
+    callback = KoopmanPruning(start_from_epoch=3, restarts=1, restart_seed=7, forecast=False)
+    history = fit_model(model, callback, epochs=12)
+    assert callback.recorder.restarts == 1 and not callback.pruned
+    assert len(history.epoch) == 12
+    assert history.history["pruning_restarts"] == [0.0] * 3 + [1.0] * 9
+    loss = np.asarray(history.history["loss"])
+    assert loss[3] > 0.9 * loss[0]  # stuck before the restart
+    assert loss[-1] < 0.3 * loss[4]  # the re-drawn weights train
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.05)
+    assert np.all(keras.ops.convert_to_numpy(model.layers[0].bias) > -10.0)
+
+
+def test_restarts_used_up_then_pruned():
+    """A bad initializer (every re-draw is dead too) at a healthy learning rate: one restart,
+    then the next segment is judged afresh and pruned."""
+    model = relu_model(0.05, dead_bias=True)
+    callback = KoopmanPruning(start_from_epoch=3, restarts=1, restart_seed=7, forecast=False)
+    history = fit_model(model, callback, epochs=12)
+    assert callback.recorder.restarts == 1
     assert callback.pruned_epoch == 8  # 4 epochs, restart, 4 more epochs judged afresh
+    assert callback.rule is PruningRule.POOR_INITIALIZATION and len(history.epoch) == 8
     assert history.history["pruning_restarts"][-1] == 1.0
-    assert "restarts" in callback.reason
+    record = TrialPruning(trial_id="", status="", score=None, pruned=True, epoch=8,
+                          rule=PruningRule.POOR_INITIALIZATION, forecast=float("nan"),
+                          restarts=1)
+    assert record.describe().endswith("after 1 re-initialisation(s)")  # the summary's line
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.05)
 
 
 def test_callback_configuration_and_errors():
-    callback = KoopmanPruning("val_mae", direction="min", warmup=5, margin=0.2,
-                              monitor_options={"growth_threshold": 0.2})
+    options = AnalysisOptions(delta=0.02, tol=1e-6)
+    callback = KoopmanPruning("val_mae", direction="min", start_from_epoch=4, margin=0.2,
+                              loss_ratio=0.8, restarts=2, options=options)
     config = callback.get_config()
     assert KoopmanPruning(**config).get_config() == config
-    assert callback.monitor.growth_threshold == 0.2
-    assert callback.monitor.poor_init_epochs[0] == 5
-    assert "val_mae" in callback.monitor.observables
+    assert KoopmanPruning(**config).options == options
+    assert callback.start_from_epoch == 4 and callback.loss_ratio == 0.8
+    assert "val_mae" in callback.recorder.scalar_names and not callback.recorder.weights
     clone = copy.deepcopy(callback)  # keras-tuner deep-copies callbacks for every trial
-    assert clone.monitor is not callback.monitor and clone.get_config() == config
-    for kwargs, name in [({"warmup": 1}, "warmup"), ({"direction": "up"}, "direction"),
+    assert clone.recorder is not callback.recorder and clone.get_config() == config
+    for kwargs, name in [({"start_from_epoch": 0}, "start_from_epoch"),
+                         ({"direction": "up"}, "direction"),
                          ({"margin": -0.1}, "margin"), ({"restarts": -1}, "restarts"),
                          ({"reference": float("nan")}, "reference"),
-                         ({"monitor_options": {"analyze_every": 2}}, "monitor_options")]:
+                         ({"loss_ratio": 0.0}, "loss_ratio"), ({"loss_ratio": 1.5}, "loss_ratio")]:
         with pytest.raises(ValueError, match=name):
             KoopmanPruning(**kwargs)
     with pytest.raises(TypeError, match="objective"):
         KoopmanPruning(3)
+    with pytest.raises(TypeError, match="options"):
+        KoopmanPruning(options=0.01)
+    with pytest.raises(TypeError):
+        KoopmanPruning(warmup=2)  # the old name is gone: start_from_epoch=1 is warmup=2
 
 
 def test_factory_and_tuner_arguments(tmp_path):
@@ -203,7 +260,7 @@ def test_search_completes_pruned_trials_with_a_score(tmp_path):
 
     tuner = SpectralGridSearch(build, objective="val_loss", directory=str(tmp_path),
                                project_name="grid",
-                               pruning=KoopmanPruning(warmup=4, monitor_options=SPECTRAL_RULE),
+                               pruning=KoopmanPruning(start_from_epoch=3),
                                pruned_score="forecast")
     x, y, xv, yv = regression_data()
     with warnings.catch_warnings():
@@ -236,6 +293,44 @@ def test_search_completes_pruned_trials_with_a_score(tmp_path):
     assert "pruned after 4 epochs by the Koopman poor-initialisation rule" in text
 
 
+class EpochsPerRate(SpectralGridSearch):
+    """Keeps how many epochs each learning rate's trial ran (from its History)."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        results = super().run_trial(trial, *args, **kwargs)
+        (history,) = results if isinstance(results, list) else [results]  # one execution
+        self.epochs_run = getattr(self, "epochs_run", {})
+        self.epochs_run[trial.hyperparameters["lr"]] = len(history.epoch)
+        return results
+
+
+def test_spectral_poor_init_rule_stops_a_trial_through_the_monitor(tmp_path):
+    """The paper's spectral rule inside a search: a KoopmanMonitor and
+    PoorInitialization(rule="spectral", action="stop") in the trial's callbacks (keras-tuner
+    deep-copies the pair together) stop the stagnating trial at epoch 4, where its weights'
+    important eigenvalues sit at 1, and let the learning ones run the whole budget.  The
+    tuner's own loss rule is off, so only the spectral rule can stop a trial."""
+    rates = [1e-5, 0.05, 0.005]
+    tuner = EpochsPerRate(lambda hp: small_model(hp.Choice("lr", rates)), objective="val_loss",
+                          directory=str(tmp_path), project_name="spectral",
+                          pruning=KoopmanPruning(loss_ratio=None, forecast=False))
+    monitor = KoopmanMonitor(("weights", "loss"))
+    check = PoorInitialization(monitor, action="stop", rule="spectral", epochs=(4, 4))
+    x, y, xv, yv = regression_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tuner.search(x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=32, verbose=0,
+                     callbacks=[monitor, check])
+    assert tuner.epochs_run == {1e-5: 4, 0.05: EPOCHS, 0.005: EPOCHS}
+    assert monitor.recorder.store is None  # the template was copied, never run
+    trials = {t.hyperparameters["lr"]: t for t in tuner.oracle.trials.values()}
+    assert all(t.status == "COMPLETED" and np.isfinite(t.score) for t in trials.values())
+    assert trials[1e-5].metrics.get_last_value("koopman_poor_init") == 1.0
+    assert trials[0.05].metrics.get_last_value("koopman_poor_init") == 0.0
+    assert not any(t.metrics.get_last_value("pruned") for t in trials.values())
+    assert tuner.get_best_hyperparameters()[0]["lr"] == 0.05
+
+
 # ---------------------------------------------------------------------------- distributed
 DISTRIBUTED = textwrap.dedent("""
     import contextlib, io, json, os, sys, warnings
@@ -266,7 +361,7 @@ DISTRIBUTED = textwrap.dedent("""
             super().on_trial_end(trial)
 
     tuner = Recording(build, objective="val_loss", max_trials=5, seed=1, directory=OUT,
-                      project_name="dist", pruning=KoopmanPruning(warmup=4))
+                      project_name="dist", pruning=KoopmanPruning(start_from_epoch=3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tuner.search(X[:96], Y[:96], validation_data=(X[96:], Y[96:]), epochs=8,
