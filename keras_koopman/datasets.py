@@ -6,10 +6,10 @@ gives the data to it and to the command-line tool. Both loaders wrap ``tfds`` an
 * **Offline preparation.** tfds looks for the four original ``*-ubyte.gz`` files in a "manual"
   folder before it downloads anything. The folder is taken, in this order, from the ``manual_dir``
   argument, the environment variable (``KERAS_KOOPMAN_MNIST_DIR`` or
-  ``KERAS_KOOPMAN_FASHION_MNIST_DIR``), or ``../shared/data/<name>`` relative to the current working
-  directory (the layout of this project's checkout, so that commands run from the repository root
-  work with no setup). A folder that lacks a file fails at once with a :class:`FileNotFoundError`
-  naming the folder and the file; tfds alone would retry the download for minutes.
+  ``KERAS_KOOPMAN_FASHION_MNIST_DIR``), or tfds's manual-download convention inside the cache,
+  ``<data_dir>/downloads/manual/<name>``, when that folder exists. A folder that is missing or
+  lacks a file fails at once with a :class:`FileNotFoundError` naming the folder, the file and
+  where the folder came from; tfds alone would retry the download for minutes.
 * **A writable cache.** The prepared records go to ``data_dir``: the argument, else
   ``KERAS_KOOPMAN_TFDS_DIR``, else ``~/.cache/keras_koopman/tfds``. The source folder may be
   read-only. Preparation happens once (about 12 s on two cores); later loads read the cache.
@@ -72,9 +72,9 @@ def load_mnist(
         Return ``(images, labels)`` numpy arrays instead of a ``tf.data.Dataset``.
     manual_dir : path, optional
         Folder holding the four raw ``*-ubyte.gz`` files (see :data:`RAW_FILES`). Defaults to
-        ``$KERAS_KOOPMAN_MNIST_DIR``, then ``../shared/data/mnist`` relative to the working
-        directory when that folder exists. Needed only until the cache is prepared; a folder that
-        is given is always checked.
+        ``$KERAS_KOOPMAN_MNIST_DIR``, then ``<data_dir>/downloads/manual/mnist`` (tfds's
+        manual-download folder) when that folder exists. Needed only until the cache is prepared;
+        a folder that is given is always checked.
     data_dir : path, optional
         Writable tfds cache. Defaults to ``$KERAS_KOOPMAN_TFDS_DIR``, then
         ``~/.cache/keras_koopman/tfds``.
@@ -124,8 +124,8 @@ def load_fashion_mnist(
     """Load one split of Fashion-MNIST (Zalando Research), scaled to ``[0, 1]``.
 
     Same parameters and results as :func:`load_mnist`; the raw-file folder defaults to
-    ``$KERAS_KOOPMAN_FASHION_MNIST_DIR``, then ``../shared/data/fashion_mnist``. The raw files have
-    the same names as MNIST's, so each data set needs its own folder.
+    ``$KERAS_KOOPMAN_FASHION_MNIST_DIR``, then ``<data_dir>/downloads/manual/fashion_mnist``. The
+    raw files have the same names as MNIST's, so each data set needs its own folder.
     """
     return _load(
         "fashion_mnist", split, as_numpy=as_numpy, manual_dir=manual_dir, data_dir=data_dir,
@@ -146,15 +146,16 @@ def _load(
     download: bool,
 ) -> Loaded:
     _check_arguments(split, as_numpy, subset, batch_size, shuffle_seed)
-    source = _source_dir(name, manual_dir)
+    cache = _cache_dir(data_dir)
+    source = _source_dir(name, manual_dir, cache)
     if source is not None:
-        _check_raw_files(source)
+        _check_raw_files(name, *source)
     # Imported here: tensorflow_datasets takes seconds to import and only the loaders need it.
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(name, data_dir=str(_cache_dir(data_dir)))
+    builder = tfds.builder(name, data_dir=str(cache))
     if not builder.is_prepared():
-        _prepare(builder, name, source, download)
+        _prepare(builder, name, None if source is None else source[0], download)
 
     n_examples = builder.info.splits[split].num_examples
     if subset is not None and subset > n_examples:
@@ -220,24 +221,35 @@ def _cache_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir).expanduser()
 
 
-def _source_dir(name: str, manual_dir: str | os.PathLike | None) -> Path | None:
-    """The raw-file folder: argument, environment variable, or ``../shared/data/<name>``."""
+def _manual_convention(name: str, cache: Path) -> Path:
+    """tfds's manual-download folder (``<data_dir>/downloads/manual``), one sub-folder per data set."""
+    return cache / "downloads" / "manual" / name
+
+
+def _source_dir(
+    name: str, manual_dir: str | os.PathLike | None, cache: Path
+) -> tuple[Path, str] | None:
+    """The raw-file folder and where it came from: argument, environment variable, or tfds's
+    manual-download folder in the cache (only if it exists); None when there is none."""
     if manual_dir is not None:
-        return Path(manual_dir).expanduser()
+        return Path(manual_dir).expanduser(), "the manual_dir argument"
     from_env = os.environ.get(_SOURCE_ENV[name])
     if from_env:
-        return Path(from_env).expanduser()
-    beside_checkout = Path.cwd().parent / "shared" / "data" / name
-    return beside_checkout if beside_checkout.is_dir() else None
+        return Path(from_env).expanduser(), f"${_SOURCE_ENV[name]}"
+    convention = _manual_convention(name, cache)
+    return (convention, "tfds's manual-download folder") if convention.is_dir() else None
 
 
-def _check_raw_files(folder: Path) -> None:
+def _check_raw_files(name: str, folder: Path, origin: str) -> None:
     if not folder.is_dir():
-        raise FileNotFoundError(f"manual_dir: {str(folder)!r} is not a folder")
+        raise FileNotFoundError(
+            f"manual_dir: {str(folder)!r} (from {origin}) is not a folder; pass manual_dir= or "
+            f"set {_SOURCE_ENV[name]} to the folder holding the {name} raw files"
+        )
     missing = [f for f in RAW_FILES if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"manual_dir: {str(folder)!r} lacks {', '.join(missing)} "
+            f"manual_dir: {str(folder)!r} (from {origin}) lacks {', '.join(missing)} "
             f"(expected the four raw files {', '.join(RAW_FILES)})"
         )
 
@@ -249,7 +261,8 @@ def _prepare(builder, name: str, source: Path | None, download: bool) -> None:
     if source is None and not download:
         raise FileNotFoundError(
             f"{name} is not prepared in {str(builder.data_dir)!r} and no folder with its raw "
-            f"files was found: pass manual_dir=, set {_SOURCE_ENV[name]}, or pass download=True"
+            f"files was found: pass manual_dir=, set {_SOURCE_ENV[name]}, put the files in "
+            f"{str(_manual_convention(name, Path(builder.data_dir_root)))!r}, or pass download=True"
         )
     cache = Path(builder.data_dir_root)
     cache.mkdir(parents=True, exist_ok=True)

@@ -27,3 +27,22 @@ def script_unit_cluster(monkeypatch):
         return calls
 
     return script
+
+
+def _raw_mnist_dir():
+    """The MNIST raw files for the tests: ``$KERAS_KOOPMAN_MNIST_DIR``, else the ``shared/data``
+    folder beside this checkout (the test suite knows the project layout; the library does not)."""
+    import os
+    from pathlib import Path
+
+    from_env = os.environ.get("KERAS_KOOPMAN_MNIST_DIR")
+    return Path(from_env) if from_env else Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """Folder with the four raw MNIST files; skips the test when it is absent."""
+    folder = _raw_mnist_dir()
+    if not folder.is_dir():
+        pytest.skip(f"MNIST raw files not found in {folder} (set KERAS_KOOPMAN_MNIST_DIR)")
+    return folder

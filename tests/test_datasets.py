@@ -1,6 +1,6 @@
 """Tests for keras_koopman.datasets (MNIST through tensorflow-datasets, offline).
 
-The real files come from ``shared/data/mnist`` beside the checkout; the tfds records are prepared once
+The real files come from the ``mnist_dir`` fixture (tests/conftest.py); the tfds records are prepared once
 in the default cache (``$KERAS_KOOPMAN_TFDS_DIR`` or ``~/.cache/keras_koopman/tfds``).
 """
 
@@ -16,14 +16,9 @@ import pytest
 
 from keras_koopman.datasets import RAW_FILES, load_fashion_mnist, load_mnist
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
 # Class counts of the original MNIST distribution (LeCun, Cortes and Burges).
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
-needs_mnist = pytest.mark.skipif(
-    not MNIST_DIR.is_dir(), reason=f"MNIST raw files not found in {MNIST_DIR}"
-)
 
 
 def _raw_idx(path: Path, header: int) -> np.ndarray:
@@ -32,13 +27,10 @@ def _raw_idx(path: Path, header: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def mnist_test() -> tuple[np.ndarray, np.ndarray]:
-    if not MNIST_DIR.is_dir():
-        pytest.skip(f"MNIST raw files not found in {MNIST_DIR}")
-    return load_mnist("test", as_numpy=True, manual_dir=MNIST_DIR)
+def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
+    return load_mnist("test", as_numpy=True, manual_dir=mnist_dir)
 
 
-@needs_mnist
 def test_numpy_test_split_shapes_dtypes_and_range(mnist_test):
     images, labels = mnist_test
     assert images.shape == (10_000, 28, 28, 1)
@@ -48,12 +40,11 @@ def test_numpy_test_split_shapes_dtypes_and_range(mnist_test):
     assert np.bincount(labels, minlength=10).tolist() == MNIST_TEST_COUNTS
 
 
-@needs_mnist
-def test_numpy_images_are_the_raw_bytes_over_255_with_their_labels(mnist_test):
+def test_numpy_images_are_the_raw_bytes_over_255_with_their_labels(mnist_test, mnist_dir):
     # Decode the original idx files independently; tfds reorders examples, so compare as a multiset
     # of (label, image bytes) pairs. This checks the scaling and that images keep their labels.
-    raw_images = _raw_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 784)
-    raw_labels = _raw_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz", 8)
+    raw_images = _raw_idx(mnist_dir / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 784)
+    raw_labels = _raw_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz", 8)
     images, labels = mnist_test
     as_bytes = np.rint(images.reshape(-1, 784) * 255.0).astype(np.uint8)
     np.testing.assert_array_equal(as_bytes.astype(np.float32) / 255.0, images.reshape(-1, 784))
@@ -64,27 +55,25 @@ def test_numpy_images_are_the_raw_bytes_over_255_with_their_labels(mnist_test):
     assert keyed(as_bytes, labels) == keyed(raw_images, raw_labels)
 
 
-@needs_mnist
-def test_subset_is_the_deterministic_head_of_the_split():
-    head5 = load_mnist("train", as_numpy=True, manual_dir=MNIST_DIR, subset=5)
-    head256 = load_mnist("train", as_numpy=True, manual_dir=MNIST_DIR, subset=256)
+def test_subset_is_the_deterministic_head_of_the_split(mnist_dir):
+    head5 = load_mnist("train", as_numpy=True, manual_dir=mnist_dir, subset=5)
+    head256 = load_mnist("train", as_numpy=True, manual_dir=mnist_dir, subset=256)
     assert head5[0].shape == (5, 28, 28, 1) and head256[0].shape == (256, 28, 28, 1)
     np.testing.assert_array_equal(head5[0], head256[0][:5])
     np.testing.assert_array_equal(head5[1], head256[1][:5])
     # The dataset form holds the same examples in the same order.
-    ds = load_mnist("train", manual_dir=MNIST_DIR, subset=256, batch_size=256)
+    ds = load_mnist("train", manual_dir=mnist_dir, subset=256, batch_size=256)
     x, y = next(iter(ds))
     np.testing.assert_array_equal(x.numpy(), head256[0])
     np.testing.assert_array_equal(y.numpy(), head256[1])
 
 
-@needs_mnist
-def test_dataset_batches_and_seeded_shuffle():
+def test_dataset_batches_and_seeded_shuffle(mnist_dir):
     def epoch_labels(ds):
         return np.concatenate([y.numpy() for _, y in ds])
 
     def load():
-        return load_mnist("train", manual_dir=MNIST_DIR, subset=200, batch_size=64, shuffle_seed=3)
+        return load_mnist("train", manual_dir=mnist_dir, subset=200, batch_size=64, shuffle_seed=3)
 
     ds = load()
     first, second = epoch_labels(ds), epoch_labels(ds)
@@ -99,7 +88,7 @@ def test_dataset_batches_and_seeded_shuffle():
     x = batches[0][0].numpy()
     assert x.shape == (64, 28, 28, 1) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0
-    _, unshuffled = load_mnist("train", as_numpy=True, manual_dir=MNIST_DIR, subset=200)
+    _, unshuffled = load_mnist("train", as_numpy=True, manual_dir=mnist_dir, subset=200)
     assert not np.array_equal(first, unshuffled)
     np.testing.assert_array_equal(np.sort(first), np.sort(unshuffled))
 
@@ -127,10 +116,27 @@ def test_environment_variable_names_the_raw_folder(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="from_env") as err:
         load_mnist("test", data_dir=tmp_path / "cache")
     assert RAW_FILES[1] in str(err.value)
+    assert "$KERAS_KOOPMAN_MNIST_DIR" in str(err.value)  # where the folder came from
+    monkeypatch.setenv("KERAS_KOOPMAN_MNIST_DIR", str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match=r"gone.*KERAS_KOOPMAN_MNIST_DIR.*not a folder"):
+        load_mnist("test", data_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize(("loader", "name"), [(load_mnist, "mnist"), (load_fashion_mnist, "fashion_mnist")])
+def test_tfds_manual_folder_in_the_cache_is_used(loader, name, tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_KOOPMAN_MNIST_DIR", raising=False)
+    monkeypatch.delenv("KERAS_KOOPMAN_FASHION_MNIST_DIR", raising=False)
+    folder = tmp_path / "cache" / "downloads" / "manual" / name
+    folder.mkdir(parents=True)
+    (folder / RAW_FILES[0]).write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=f"manual/{name}.*tfds's manual-download folder"):
+        loader("test", data_dir=tmp_path / "cache")
 
 
 def test_no_folder_and_unprepared_cache_fails_at_once(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no ../shared/data/mnist beside this working directory
+    # The library knows no project layout: from the repository root, a ../shared/data/mnist
+    # beside the checkout is not used.
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     monkeypatch.delenv("KERAS_KOOPMAN_MNIST_DIR", raising=False)
     monkeypatch.setenv("KERAS_KOOPMAN_TFDS_DIR", str(tmp_path / "env_cache"))
     start = time.perf_counter()
@@ -141,7 +147,9 @@ def test_no_folder_and_unprepared_cache_fails_at_once(tmp_path, monkeypatch):
 
 
 def test_missing_folder_is_reported(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a folder"):
+    with pytest.raises(
+        FileNotFoundError, match=r"nowhere.*manual_dir argument.*not a folder.*KERAS_KOOPMAN_MNIST_DIR"
+    ):
         load_mnist("train", manual_dir=tmp_path / "nowhere", data_dir=tmp_path / "cache")
 
 
@@ -161,18 +169,16 @@ def test_bad_arguments_name_the_parameter(kwargs, name, tmp_path):
         load_mnist(manual_dir=tmp_path, data_dir=tmp_path / "cache", **kwargs)
 
 
-@needs_mnist
-def test_subset_larger_than_split_is_rejected():
+def test_subset_larger_than_split_is_rejected(mnist_dir):
     with pytest.raises(ValueError, match="subset.*10000"):
-        load_mnist("test", as_numpy=True, manual_dir=MNIST_DIR, subset=10_001)
+        load_mnist("test", as_numpy=True, manual_dir=mnist_dir, subset=10_001)
 
 
 @pytest.mark.slow
-@needs_mnist
-def test_fresh_preparation_leaves_source_and_cache_clean(tmp_path):
+def test_fresh_preparation_leaves_source_and_cache_clean(tmp_path, mnist_dir):
     # Preparation in a fresh cache from a copy of the raw folder leaves that folder unchanged.
     folder = tmp_path / "raw"
-    shutil.copytree(MNIST_DIR, folder)
+    shutil.copytree(mnist_dir, folder)
     before = sorted(p.name for p in folder.iterdir())
     images, _ = load_mnist("test", as_numpy=True, manual_dir=folder, data_dir=tmp_path / "cache",
                            subset=3)
