@@ -577,37 +577,14 @@ def _cmd_plot(args) -> int:
     return 0
 
 
-def _sobolev_script() -> Path:
-    return Path(__file__).resolve().parents[1] / "scripts" / "reproduce_sobolev.py"
-
-
 def _cmd_sobolev(argv: list[str]) -> int:
-    """Hand the arguments to ``scripts/reproduce_sobolev.py``'s ``main``."""
-    script = _sobolev_script()
-    if not script.is_file():
-        print(f"{PROG} sobolev: error: not available: {script} is not here (the study script "
-              "ships with the repository checkout, not with the installed package)",
-              file=sys.stderr)
-        return 2
-    # Imported by name from its folder (not run as __main__) so that its worker processes,
-    # started with "spawn", can import it too.
-    sys.path.insert(0, str(script.parent))
-    saved_prog = sys.argv[0] if sys.argv else ""
+    """Run the noisy multi-scale signal study (:mod:`keras_koopman.sobolev_study`)."""
+    from keras_koopman import sobolev_study
+
     try:
-        study = importlib.import_module(script.stem)
-        if not callable(getattr(study, "main", None)):
-            print(f"{PROG} sobolev: error: not available: {script} has no main()",
-                  file=sys.stderr)
-            return 2
-        if sys.argv:
-            sys.argv[0] = f"{PROG} sobolev"  # the study's --help and errors name this command
-        return int(study.main(argv) or 0)
+        return int(sobolev_study.main(argv, prog=f"{PROG} sobolev") or 0)
     except SystemExit as exc:  # its argparse: --help (0) or a bad argument (2)
         return exc.code if isinstance(exc.code, int) else 2
-    finally:
-        if sys.argv:
-            sys.argv[0] = saved_prog
-        sys.path.remove(str(script.parent))
 
 
 def _print_table(analyses: Sequence[KoopmanAnalysis]) -> None:
