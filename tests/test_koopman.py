@@ -483,3 +483,48 @@ def test_series_at_extreme_magnitudes(s):
     km = dmd_rrr_series(s * x, 20)
     assert match_error(km.eigenvalues, [OSC, np.conj(OSC)]) < 1e-9
     assert np.allclose(km.reconstruct(np.arange(41))[0], s * x[:41], rtol=0, atol=1e-10 * s)
+
+
+def _rank_one(rate, steps=8, n=10):
+    return np.outer(np.random.default_rng(5).standard_normal(n), rate ** np.arange(steps))
+
+
+@pytest.mark.parametrize("name, data, expected, tol", [
+    ("rank one", _rank_one(0.7), [0.7], 1e-12),
+    ("constant", np.ones((5, 6)), [1.0], 1e-12),
+    ("one row", 0.8 ** np.arange(10.0)[None, :], [0.8], 1e-12),
+    ("integers", np.array([[1, 2, 4, 8, 16]]), [2.0], 1e-12),
+    ("float16", two_mode_trajectory(np.random.default_rng(0)).astype(np.float16), [0.9, 0.5], 1e-3),
+    ("complex at 1e300", 1e300 * (np.array([[1.0, 2j], [1j, 1.0], [0.5, -1.0]])
+                                  @ (np.array([0.9 * np.exp(0.4j), 0.5 + 0.2j])[:, None]
+                                     ** np.arange(10))), [0.9 * np.exp(0.4j), 0.5 + 0.2j], 1e-10),
+    ("growing from 1e-250", _rank_one(1.5, steps=1500, n=3) * 1e-250, [1.5], 1e-10),
+])
+def test_edge_cases_recover_the_planted_spectrum(name, data, expected, tol):
+    km = dmd_rrr(data)
+    important = km.select(min_importance=1e-6)
+    assert match_error(important.eigenvalues, expected) < tol, name
+    assert np.all(np.isfinite(km.residuals)) and np.all(np.isfinite(km.importance))
+
+
+def test_subnormal_input_finds_true_pairs_and_flags_rounding_noise(rng):
+    km = dmd_rrr(two_mode_trajectory(rng) * 1e-310)
+    trusted = km.select(max_residual=1e-10)
+    assert match_error(trusted.eigenvalues, [0.9, 0.5]) < 1e-12
+    spurious = km.residuals > 1e-10  # the input's own subnormal rounding acts as noise
+    assert np.all(km.importance[spurious] < 1e-10)
+
+
+def test_consecutive_snapshots_300_orders_apart_are_rejected():
+    with pytest.raises(ValueError, match="X: snapshot norms span"):
+        dmd_rrr(np.array([[1e-150, 1e150, 1.0], [1e-150, 2e150, 1.0]]), tol=0.0)
+
+
+@pytest.mark.slow
+def test_two_million_rows():
+    rng = np.random.default_rng(3)
+    n = 2_000_000
+    F = (np.outer(rng.standard_normal(n), 0.9 ** np.arange(6))
+         + np.outer(rng.standard_normal(n), 0.5 ** np.arange(6)))
+    km = dmd_rrr(F)
+    assert match_error(km.eigenvalues, [0.9, 0.5]) < 1e-12
