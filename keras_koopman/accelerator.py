@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from keras_koopman._messages import say
+from keras_koopman._threads import one_blas_thread
 from keras_koopman.koopman import AnalysisOptions, KoopmanModes, default_tol, dmd_rrr
 from keras_koopman.recorder import WeightVector
 from keras_koopman.reinit import reset_optimizer_state
@@ -365,7 +366,8 @@ class KoopmanAccelerator(keras.callbacks.Callback):
         if not np.all(np.isfinite(weights)):
             return record("non-finite weights")
         try:
-            step, n_modes, n_used = self._predict_step()
+            with one_blas_thread():
+                step, n_modes, n_used = self._predict_step()
         except ValueError as exc:
             return record(f"decomposition failed: {exc}")
         step_norm = float(np.linalg.norm(step))

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from keras_koopman._messages import say
+from keras_koopman._threads import one_blas_thread
 from keras_koopman.analysis import (KoopmanAnalysis, NotEnoughSnapshots, analyze_series,
                                     analyze_weights)
 from keras_koopman.koopman import AnalysisOptions, KoopmanModes, default_tol, dmd_rrr
@@ -205,7 +206,8 @@ class KoopmanMonitor(keras.callbacks.Callback):
             if analysis.observable == name and analysis.last_epoch == done:
                 return analysis
         try:
-            analysis = self._analyse(name)
+            with one_blas_thread():  # scoped: see keras_koopman._threads
+                analysis = self._analyse(name)
         except NotEnoughSnapshots as exc:
             if self.verbose:
                 say(f"KoopmanMonitor: epoch {done}: {name} not analysed yet ({exc})")

@@ -39,6 +39,7 @@ import keras_tuner
 import numpy as np
 
 from keras_koopman._messages import say
+from keras_koopman._threads import one_blas_thread
 from keras_koopman.analysis import KoopmanAnalysis, analyze_series
 from keras_koopman.decisions import loss_ratio_reason
 from keras_koopman.koopman import AnalysisOptions
@@ -295,8 +296,9 @@ class KoopmanPruning(keras.callbacks.Callback):
         if values.size < FORECAST_FROM:
             return math.nan, math.nan
         try:
-            analysis = analyze_series(values, epochs, observable=self.objective_name,
-                                      options=self.options)
+            with one_blas_thread():
+                analysis = analyze_series(values, epochs, observable=self.objective_name,
+                                          options=self.options)
             self.analysis = analysis
             ahead = koopman_forecast(analysis, np.arange(done + 1, budget + 1))
         except ValueError:  # no usable decomposition, or a growing mode overflows
