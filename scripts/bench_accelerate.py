@@ -57,7 +57,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_koopman.accelerator import KoopmanAccelerator  # noqa: E402
+from keras_koopman import DEFAULT_OPTIONS  # noqa: E402
+from keras_koopman.accelerator import ACCELERATOR_MAX_RESIDUAL, KoopmanAccelerator  # noqa: E402
 
 SETTINGS = ("mlp-sgd", "mlp-adam", "cnn-sgd", "cnn-adam")
 BUDGETS = {"mlp-sgd": 60, "mlp-adam": 60, "cnn-sgd": 8, "cnn-adam": 8}
@@ -153,9 +154,11 @@ def train(setting: str, seed: int, data, epochs: int, *, accelerator=None, targe
     return clock
 
 
-OPTION_NAMES = ("every", "window", "batch_interval", "target", "horizon", "granularity",
+OPTION_NAMES = ("analyze_every", "window", "batch_interval", "target", "horizon", "granularity",
                 "pod_rank", "max_residual", "delta", "anchored", "backtrack", "backoff",
                 "optimizer_state")
+#: options that the accelerator takes inside its ``AnalysisOptions`` (``options=``)
+ANALYSIS_OPTION_NAMES = ("max_residual", "delta")
 
 #: configurations compared by ``--sweep NAME``.  Each is complete relative to the defaults of
 #: the version that ran it (rounds 1 and 2 ran before back-off and ``min_improvement`` existed,
@@ -163,10 +166,11 @@ OPTION_NAMES = ("every", "window", "batch_interval", "target", "horizon", "granu
 _ROUND1 = {"target": "forecast", "horizon": 10, "backoff": False, "min_improvement": 0.0}
 _ROUND2 = {"min_improvement": 0.0}
 SWEEPS = {
-    # round 1: one factor at a time around forecast / horizon 10 / every = window = 10
+    # round 1: one factor at a time around forecast / horizon 10 / analyze_every = window = 10
     "round1": tuple({**_ROUND1, **c} for c in (
         {}, {"target": "fixed_point"}, {"horizon": 5}, {"horizon": 20}, {"horizon": 40},
-        {"every": 5, "window": 5}, {"every": 20, "window": 20}, {"every": 5, "window": 10},
+        {"analyze_every": 5, "window": 5}, {"analyze_every": 20, "window": 20},
+        {"analyze_every": 5, "window": 10},
         {"granularity": "layer"}, {"pod_rank": 3}, {"anchored": False}, {"backtrack": 0},
         {"max_residual": 0.01}, {"max_residual": 0.2}, {"optimizer_state": "reset"},
     )),
@@ -174,7 +178,7 @@ SWEEPS = {
     "round2": tuple({**_ROUND2, **c} for c in (
         {"target": "fixed_point"},
         {"target": "fixed_point", "optimizer_state": "reset"},
-        {"target": "fixed_point", "every": 5, "window": 10},
+        {"target": "fixed_point", "analyze_every": 5, "window": 10},
         {"target": "fixed_point", "granularity": "layer"},
         {"target": "fixed_point", "max_residual": 0.2},
         {"target": "forecast", "horizon": 20},
@@ -206,7 +210,8 @@ def accelerator_for(args, data, overrides=None, setting=None) -> KoopmanAccelera
     (x, y), _, guard = data
     held = guard if args.guard == "heldout" else (x[: args.held], y[: args.held])
     options = {**SETTING_OPTIONS.get(setting, {}), **cli_options(args), **(overrides or {})}
-    return KoopmanAccelerator(held, **options)
+    analysis = {k: options.pop(k) for k in ANALYSIS_OPTION_NAMES if k in options}
+    return KoopmanAccelerator(held, options=DEFAULT_OPTIONS.replace(**analysis), **options)
 
 
 class _NoOpBatchHook(keras.callbacks.Callback):
@@ -225,7 +230,7 @@ def batch_hook_cost(args, repeats: int = 3, epochs: int = 3) -> None:
         "no callback": lambda: [],
         "no-op batch hook": lambda: [_NoOpBatchHook()],
         "accelerator, batch_interval=4, no jumps":
-            lambda: [KoopmanAccelerator(guard, batch_interval=4, start_epoch=10**6)],
+            lambda: [KoopmanAccelerator(guard, batch_interval=4, start_from_epoch=10**6)],
     }
     times = {name: [] for name in variants}
     for _ in range(repeats):
@@ -304,7 +309,7 @@ def main(argv=None) -> int:
     parser.add_argument("--guard", choices=("heldout", "train"), default="heldout",
                         help="guard data: samples held out from training, or a training slice")
     parser.add_argument("--threads", type=int, default=2)
-    for name, kind in (("every", int), ("window", int), ("batch-interval", int),
+    for name, kind in (("analyze-every", int), ("window", int), ("batch-interval", int),
                        ("target", str), ("horizon", int),
                        ("granularity", str), ("max-residual", float), ("backtrack", int),
                        ("optimizer-state", str), ("pod-rank", int), ("delta", float)):
@@ -376,7 +381,11 @@ def _spread(values) -> str:
 def _options(args) -> str:
     dummy = (np.zeros((1, 1)), np.zeros((1, 1)))
     acc = accelerator_for(args, (dummy, dummy, dummy))
-    return (", ".join(f"{n}={getattr(acc, n)!r}" for n in OPTION_NAMES)
+    names = [n for n in OPTION_NAMES if n not in ANALYSIS_OPTION_NAMES]
+    max_residual = acc.options.max_residual
+    resolved = {"max_residual": ACCELERATOR_MAX_RESIDUAL if max_residual is None else max_residual}
+    return (", ".join(f"{n}={getattr(acc, n)!r}" for n in names)
+            + f"; options: {acc.options!r} (max_residual used: {resolved['max_residual']!r})"
             + f"; guard: {args.held} samples, {args.guard}")
 
 

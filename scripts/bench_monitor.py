@@ -36,8 +36,8 @@ Four parts, each printing a table (recorded in ``docs/benchmarks.md``):
     epochs: DMD_RRR of the ``k x k`` factor ``R`` of a random-walk weight trajectory (20,000
     weights + the constant 1, float32; every snapshot a new direction, as in minibatch
     training) and its diagnostics, with plain Ritz pairs (``refine=False``, the reference), the
-    monitor's default (pairs with importance >= ``min_importance`` = 0.01) and every pair
-    refined; CPU time (median of 3) as a ratio to the reference, and the unit cluster each
+    default ``AnalysisOptions`` (pairs with importance >= ``min_importance``) and every pair
+    refined, diagnostics with the default ``AnalysisOptions``; CPU time (median of 3) as a ratio to the reference, and the unit cluster each
     reading reports.
 ``sketch``
     Spectral error of ``max_dim``: a synthetic trajectory with a known spectrum,
@@ -171,10 +171,9 @@ def overhead(args) -> None:
     streamed = [a for a in monitor.analyses if a.observable == "weights"][-1]
     count = streamed.n_snapshots
     traj, epochs = monitor.trajectory()[:, :count], monitor.weight_epochs[:count]
-    same = dict(tol=monitor.tol, refine=monitor.refine, delta=monitor.delta,
-                min_importance=monitor.min_importance, max_residual=monitor.max_residual)
     start, cpu = time.perf_counter(), time.process_time()
-    scratch = analyze_weights(traj, epochs, **same)  # the monitor's settings, refine included
+    # the monitor's AnalysisOptions, refinement included
+    scratch = analyze_weights(traj, epochs, options=monitor.options)
     scratch_s, scratch_cpu = time.perf_counter() - start, time.process_time() - cpu
 
     print(f"\npaper CNN (65,558 weights), {args.images} MNIST images, batch 64, Adam; "
@@ -366,14 +365,15 @@ def _sketch_row(model, kernel, bias, width, steps, traj, truth, dim, noise, refe
 
 
 def refine_cost(args) -> None:
-    from keras_koopman import dmd_rrr
+    from keras_koopman import DEFAULT_OPTIONS, diagnose, dmd_rrr
     from keras_koopman.koopman import default_tol
-    from keras_koopman.koopman._diagnostics import diagnose
 
     _header("refine")
     rng = np.random.default_rng(0)
     n = 20_000
-    readings = {"plain Ritz": False, "monitor default (0.01)": 0.01, "all pairs": True}
+    readings = {"plain Ritz": False,
+                f"monitor default ({DEFAULT_OPTIONS.refine_level:g})": DEFAULT_OPTIONS.refine_level,
+                "all pairs": True}
     print("\nsnapshots  reading                  CPU s   ratio  unit cluster  median residual")
     for k in args.snapshots:
         walk = np.cumsum(rng.standard_normal((n, k)), axis=1) + 30 * rng.standard_normal((n, 1))
@@ -385,7 +385,7 @@ def refine_cost(args) -> None:
             for _ in range(3):
                 start = time.process_time()
                 modes = dmd_rrr(factor, tol=default_tol(n + 1, np.float32), refine=refine)
-                diagnostics = diagnose(modes, delta=0.01, min_importance=0.01)
+                diagnostics = diagnose(modes, DEFAULT_OPTIONS)
                 times.append(time.process_time() - start)
             cpu = float(np.median(times))
             reference = cpu if reference is None else reference

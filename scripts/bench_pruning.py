@@ -9,19 +9,24 @@ initial weights in every strategy (its seed is a hash of its values and the sear
 Strategies, in one run, with the same seeds and the same grid of configurations:
 
 (a) ``none``       GridSearch over the whole grid, every trial trained for the full budget;
-(b) ``spectral``   SpectralGridSearch (KoopmanPruning: the monitor's poor-initialisation rule
-                   and the Koopman forecast of val_loss against the best completed trial);
+(b) ``spectral``   SpectralGridSearch: KoopmanPruning's Koopman forecast of val_loss against
+                   the best completed trial (its loss rule off), and in every trial's callbacks
+                   a KoopmanMonitor with PoorInitialization(rule="spectral", action="stop"):
+                   the weights' important eigenvalues at 1 (unit cluster >= 0.9) while the
+                   loss is >= 0.9 x its first value, checked from epoch ``--warmup`` on;
 (c) ``hyperband``  keras-tuner Hyperband with ``max_epochs`` = the budget (its own trial count);
 (d) ``median``     Optuna, the grid enqueued in the same order, MedianPruner via
                    optuna_integration.KerasPruningCallback;
 (e) ``threshold``  GridSearch with the simplest baseline: stop when, after W epochs, the loss is
                    still >= f x its first-epoch value (or non-finite);
-(f) ``default``    SpectralGridSearch with KoopmanPruning's defaults (the monitor's default
-                   poor-initialisation rule, "loss": loss still >= 0.5 x its first value) and
-                   ``--default-warmup`` (2): the forecast rule from epoch 4;
-(g) ``threshold2`` the baseline (e) from epoch ``--default-warmup`` on;
-and, with ``--ablations``, two variants of (b): ``spectral-init`` (poor-initialisation rule
-only) and ``forecast`` (forecast rule only).
+(f) ``default``    SpectralGridSearch with ``KoopmanPruning()`` (its defaults: the loss rule,
+                   loss still >= loss_ratio x its first value, after ``start_from_epoch``
+                   epochs, and the forecast rule from epoch 4);
+(g) ``threshold2`` the baseline (e) from the epoch on which (f)'s loss rule starts;
+and, with ``--ablations``, two variants of (b): ``spectral-init`` (the spectral
+poor-initialisation rule only) and ``forecast`` (forecast rule only).  In (b) and its
+ablations a trial stopped by ``PoorInitialization`` is counted under the poor-initialisation
+rule (its ``koopman_poor_init`` log); KoopmanPruning's own metrics do not see it.
 
 A configuration is *poor* when its full-budget best val_loss in (a), same seed, exceeds
 ``--poor-factor`` x the best of the grid; a strategy *caught* it when it stopped it before the
@@ -60,17 +65,25 @@ import keras_tuner  # noqa: E402
 import optuna  # noqa: E402
 from optuna_integration import KerasPruningCallback  # noqa: E402
 
-from keras_koopman import KoopmanPruning, SpectralGridSearch, load_mnist  # noqa: E402
+from keras_koopman import (  # noqa: E402
+    AnalysisOptions,
+    KoopmanMonitor,
+    KoopmanPruning,
+    PoorInitialization,
+    PruningRule,
+    SpectralGridSearch,
+    load_mnist,
+)
 
 GRID = {"scale": [0.01, 1.0, 10.0], "lr": [1e-3, 0.1, 3.0], "depth": [1, 3]}
 QUICK_GRID = {"scale": [0.01, 1.0, 10.0], "lr": [1e-3, 0.1, 3.0], "depth": [3]}
 WIDTH = 32
-# the monitor's spectral poor-initialisation rule, stagnation clause only: important eigenvalues
-# at 1 (unit cluster >= 0.9) while the loss is >= 0.9 x its first value; growth and budget
-# clauses off; spectra as the monitor computed them before its 2026-11-30 recalibration
-SPECTRAL_RULE = {"poor_init_rule": "spectral", "stagnation_threshold": 0.9,
-                 "high_loss_fraction": 0.9, "growth_threshold": None, "check_budget": False,
-                 "delta": 0.02, "min_importance": 0.05, "refine": 0.05}
+# strategy (b)'s spectral poor-initialisation rule (PoorInitialization's stagnation test):
+# important eigenvalues at 1 (unit cluster >= 0.9) while the loss is >= 0.9 x its first value
+SPECTRAL_RULE = {"stagnation_threshold": 0.9, "high_loss_fraction": 0.9}
+# its analysis settings (and those of its forecast), as the monitor computed spectra before
+# the 2026-11-30 recalibration
+SPECTRAL_OPTIONS = AnalysisOptions(delta=0.02, min_importance=0.05, refine=0.05)
 
 
 # ------------------------------------------------------------------------------ data and model
@@ -106,9 +119,13 @@ class Runs:
     def add(self, values, history_or_epochs, budget, initial_epoch=0):
         rule = 0
         if isinstance(history_or_epochs, keras.callbacks.History):
-            val = np.asarray(history_or_epochs.history.get("val_loss", [np.nan]), dtype=float)
+            logged = history_or_epochs.history
+            val = np.asarray(logged.get("val_loss", [np.nan]), dtype=float)
             epochs = len(history_or_epochs.epoch)
-            rule = int(history_or_epochs.history.get("pruned_rule", [0])[-1])
+            rule = int(logged.get("pruned_rule", [0])[-1])
+            if not rule and logged.get("koopman_poor_init", [0.0])[-1] == 1.0:
+                # stopped by PoorInitialization(action="stop") in the trial's callbacks
+                rule = int(PruningRule.POOR_INITIALIZATION)
         else:
             val, epochs = np.asarray(history_or_epochs[1], dtype=float), history_or_epochs[0]
         finite = val[np.isfinite(val)]
@@ -170,21 +187,26 @@ def keras_tuner_search(kind, args, seed, data, grid, workdir):
         callbacks = [LossThreshold(args.warmup, args.threshold_fraction)]
     elif kind == "threshold2":
         tuner = keras_tuner.GridSearch(hypermodel, **common)
-        callbacks = [LossThreshold(args.default_warmup, args.threshold_fraction)]
+        # from the first epoch on which (f)'s loss rule may prune (done > start_from_epoch)
+        callbacks = [LossThreshold(default_pruning(args).start_from_epoch + 1,
+                                   args.threshold_fraction)]
     elif kind == "default":
-        options = {} if args.loss_ratio is None else {"loss_ratio": args.loss_ratio}
-        pruning = KoopmanPruning(warmup=args.default_warmup, margin=args.margin,
-                                 monitor_options=options)
-        tuner = SpectralGridSearch(hypermodel, pruning=pruning, **common)
+        tuner = SpectralGridSearch(hypermodel, pruning=default_pruning(args), **common)
     elif kind == "hyperband":
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=3,
                                       hyperband_iterations=1, seed=seed, **common)
     else:
-        pruning = KoopmanPruning(warmup=args.warmup, margin=args.margin,
-                                 poor_init=kind in ("spectral", "spectral-init"),
-                                 forecast=kind in ("spectral", "forecast"),
-                                 monitor_options=SPECTRAL_RULE)
+        # KoopmanPruning's rules from epoch --warmup on (done > start_from_epoch)
+        pruning = KoopmanPruning(start_from_epoch=args.warmup - 1, margin=args.margin,
+                                 loss_ratio=None, forecast=kind in ("spectral", "forecast"),
+                                 options=SPECTRAL_OPTIONS)
         tuner = SpectralGridSearch(hypermodel, pruning=pruning, **common)
+        if kind in ("spectral", "spectral-init"):
+            # keras-tuner deep-copies the pair per trial (the copy keeps the link)
+            monitor = KoopmanMonitor(("weights", "loss"), options=SPECTRAL_OPTIONS)
+            callbacks = [monitor, PoorInitialization(
+                monitor, action="stop", rule="spectral", epochs=(args.warmup, args.epochs),
+                **SPECTRAL_RULE)]
     start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -226,6 +248,16 @@ def optuna_search(args, seed, data, sequence):
 GRID_IN_USE = GRID
 
 
+def default_pruning(args) -> KoopmanPruning:
+    """Strategy (f): ``KoopmanPruning()``, with only the overrides given on the command line."""
+    overrides = {}
+    if args.loss_ratio is not None:
+        overrides["loss_ratio"] = args.loss_ratio
+    if args.default_start_from_epoch is not None:
+        overrides["start_from_epoch"] = args.default_start_from_epoch
+    return KoopmanPruning(**overrides)
+
+
 # ------------------------------------------------------------------------------ analysis
 def summarise(runs: Runs, poor: set, budget: int, seconds: tuple) -> dict:
     configs = {}
@@ -254,10 +286,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="1 seed, 9-configuration grid")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=12, help="epoch budget per trial")
-    parser.add_argument("--warmup", type=int, default=4)
-    parser.add_argument("--margin", type=float, default=0.1)
-    parser.add_argument("--default-warmup", type=int, default=2,
-                        help="warm-up of the 'default' and 'threshold2' strategies")
+    parser.add_argument("--warmup", type=int, default=4,
+                        help="first epoch on which (b), (e) and (d) may stop a trial")
+    parser.add_argument("--margin", type=float, default=0.1, help="forecast margin of (b)")
+    parser.add_argument("--default-start-from-epoch", type=int, default=None,
+                        help="start_from_epoch of the 'default' strategy (and so of "
+                             "'threshold2'); default: KoopmanPruning's")
     parser.add_argument("--loss-ratio", type=float, default=None,
                         help="loss_ratio of the 'default' strategy's rule (default: KoopmanPruning's)")
     parser.add_argument("--strategies", nargs="+",

@@ -1,4 +1,4 @@
-"""Measure the poor-initialisation rule of ``KoopmanMonitor`` against a loss-only baseline.
+"""Measure the poor-initialisation rules of ``PoorInitialization`` against a loss-only baseline.
 
 Study design (see ``docs/results.md``, "Poor-initialisation rule"):
 
@@ -15,17 +15,25 @@ Study design (see ``docs/results.md``, "Poor-initialisation rule"):
 * Label, by outcome: a run is *poor* when its validation accuracy after the full budget is below
   ``--cut`` (default 0.80; healthy runs reach about 0.90 on this subset).  The family is not
   the label.
-* Every run carries a ``KoopmanMonitor(observables=("weights", "loss", "val_loss"),
-  analyze_every=1)`` with no decision switched on; each analysis's spectrum (eigenvalues,
-  importances, residuals) is stored, so the diagnostics can be recomputed offline for any
-  ``delta``/``min_importance`` and the rule evaluated for any thresholds and check window.
-* Thresholds are chosen on the even seeds (minimum false-alarm + miss rate) and the rates are
-  reported on the odd seeds.  The baseline flags a run when ``loss[W] >= f · loss[1]`` (train
-  loss after W epochs against after the first), with W and f chosen on the same seeds.
-* ``stop_at_fixed_point`` is evaluated on the healthy runs: the epoch it would stop at against
-  the epoch of minimal validation loss and against ``keras.callbacks.EarlyStopping`` on
-  ``val_loss`` with patience 5 and 10 (simulated on the recorded validation curve, which is what
-  the callback does).
+* Every run carries a ``KoopmanMonitor(("weights", "loss", "val_loss"), analyze_every=1)``
+  (default ``AnalysisOptions``) and no decision callback; each analysis's spectrum
+  (eigenvalues, importances, residuals) is stored, so the diagnostics can be recomputed offline
+  for any ``delta``/``min_importance`` and the rules evaluated for any thresholds and check
+  window.
+* ``PoorInitialization``'s rules with their defaults (read from its signature and from
+  ``AnalysisOptions``): ``rule="spectral"`` (unit cluster of the weights >=
+  ``stagnation_threshold`` while loss >= ``high_loss_fraction`` x its first value, at some
+  check epoch in ``epochs``), ``rule="loss"`` (loss >= ``loss_ratio`` x its first value at
+  some check epoch) and ``rule="either"``.
+* Thresholds of a wider rule family (stagnation, growth and too-slow clauses, the weights or
+  the loss as primary observable) are chosen on the even seeds (minimum false-alarm + miss
+  rate) and the rates are reported on the odd seeds.  The baseline flags a run when
+  ``loss[W] >= f · loss[1]`` (train loss after W epochs against after the first), with W and f
+  chosen on the same seeds.
+* ``FixedPointStopping`` (its defaults, and patience-1 variants over a threshold grid) is
+  evaluated on the healthy runs: the epoch it would stop at against the epoch of minimal
+  validation loss and against ``keras.callbacks.EarlyStopping`` on ``val_loss`` with patience
+  5 and 10 (simulated on the recorded validation curve, which is what the callback does).
 
 Usage::
 
@@ -106,8 +114,7 @@ def run(args) -> None:
             continue
         keras.utils.set_random_seed(1000 + seed)
         model = build_model(family, seed)
-        monitor = KoopmanMonitor(observables=("weights", "loss", "val_loss"), analyze_every=1,
-                                 keep_modes=False)
+        monitor = KoopmanMonitor(("weights", "loss", "val_loss"), analyze_every=1)
         start = time.perf_counter()
         history = model.fit(x, y, batch_size=64, epochs=args.epochs, validation_data=(xv, yv),
                             verbose=0, callbacks=[monitor])
@@ -171,10 +178,11 @@ def precompute(runs, deltas, importances, epochs):
 
 
 def rule_flags(table, loss_ratio, budget, p) -> np.ndarray:
-    """The monitor's rule (``KoopmanMonitor.is_poor_initialization``) for every run: fires if at
-    any analysis epoch ``first <= e <= last`` (1) unit_cluster >= stagnation and
-    loss[e] >= high_loss * loss[1], or (2) growing >= growth, or (3) (if ``too_slow``)
-    epochs_to_converge > budget - e.  ``inf`` thresholds disable a clause."""
+    """A spectral poor-initialisation rule for every run: fires if at any analysis epoch
+    ``first <= e <= last`` (1) unit_cluster >= stagnation and loss[e] >= high_loss * loss[1]
+    (``PoorInitialization(rule="spectral")``), or (2) growing >= growth, or (3) (if
+    ``too_slow``) epochs_to_converge > budget - e.  ``inf`` thresholds disable a clause
+    (``PoorInitialization`` has clause 1 only)."""
     d = table[(p["delta"], p["min_importance"], p["primary"])]
     e = np.arange(d["unit_cluster"].shape[1])
     with np.errstate(invalid="ignore"):
@@ -184,6 +192,60 @@ def rule_flags(table, loss_ratio, budget, p) -> np.ndarray:
             fire |= d["epochs_to_converge"] > budget - e
     window = (e >= p["first"]) & (e <= p["last"])
     return fire[:, window].any(axis=1)
+
+
+def loss_rule_flags(loss_ratio, ratio, first, last) -> np.ndarray:
+    """``PoorInitialization(rule="loss")`` for every run: fires if at any epoch
+    ``first <= e <= last`` the training loss is >= ``ratio`` x its first value."""
+    window = loss_ratio[:, first:last + 1]
+    with np.errstate(invalid="ignore"):
+        return (window >= ratio).any(axis=1)
+
+
+def poor_init_defaults() -> dict:
+    """``PoorInitialization``'s defaults and the analysis options' ``delta`` and
+    ``min_importance`` (read from the library, so that they cannot drift)."""
+    import inspect
+
+    from keras_koopman import DEFAULT_OPTIONS, PoorInitialization
+
+    parameters = inspect.signature(PoorInitialization).parameters
+    first, last = parameters["epochs"].default
+    return dict(delta=DEFAULT_OPTIONS.delta, min_importance=DEFAULT_OPTIONS.min_importance,
+                first=int(first), last=int(last),
+                stagnation=parameters["stagnation_threshold"].default,
+                high_loss=parameters["high_loss_fraction"].default,
+                loss_ratio=parameters["loss_ratio"].default)
+
+
+def fixed_point_defaults() -> dict:
+    """``FixedPointStopping``'s defaults and the analysis options' ``delta`` and
+    ``min_importance``."""
+    import inspect
+
+    from keras_koopman import DEFAULT_OPTIONS, FixedPointStopping
+
+    parameters = inspect.signature(FixedPointStopping).parameters
+    return dict(delta=DEFAULT_OPTIONS.delta, min_importance=DEFAULT_OPTIONS.min_importance,
+                threshold=parameters["threshold"].default,
+                patience=parameters["patience"].default,
+                start_from_epoch=parameters["start_from_epoch"].default)
+
+
+def fixed_point_stop(cluster: np.ndarray, epochs: int, threshold: float, patience: int,
+                     start: int) -> int | None:
+    """Epoch at which ``FixedPointStopping`` stops on a run whose primary observable was
+    analysed after every epoch (``cluster[e]``, NaN where there was no analysis): the first
+    epoch ``e >= start`` ending ``patience`` consecutive analyses with unit cluster >=
+    ``threshold``."""
+    streak = 0
+    for e in range(1, epochs + 1):
+        if np.isnan(cluster[e]):
+            continue  # no analysis: the streak neither grows nor breaks
+        streak = streak + 1 if cluster[e] >= threshold else 0
+        if e >= start and streak >= patience:
+            return e
+    return None
 
 
 def baseline_fires(run, W, f) -> bool:
@@ -217,8 +279,11 @@ def analyze(args) -> None:
         print(f"{fam:9s} {len(rs):5d} {sum(r['poor'] for r in rs):5d}  "
               f"{np.median(acc):.3f} [{acc.min():.3f}, {acc.max():.3f}]        {l0:.3g} -> {l1:.3g}")
 
-    deltas = (0.01, 0.02, 0.05)
-    importances = (0.01, 0.05, 0.1)
+    defaults = poor_init_defaults()
+    stopping = fixed_point_defaults()
+    deltas = tuple(sorted({0.01, 0.02, 0.05, defaults["delta"], stopping["delta"]}))
+    importances = tuple(sorted({0.01, 0.05, 0.1, defaults["min_importance"],
+                                stopping["min_importance"]}))
     budget = runs[0]["epochs"]
     table = precompute(runs, deltas, importances, budget)
     loss = np.array([r["history"]["loss"] for r in runs])
@@ -249,13 +314,18 @@ def analyze(args) -> None:
         print(f"{name:44s} {fa_tr:6.2f} {miss_tr:6.2f}   {fa_te:6.2f} {miss_te:6.2f}   {p}")
 
     print("\nrule / baseline (thresholds chosen on even seeds)  train FA  miss   test FA  miss   parameters")
-    default = dict(delta=0.02, min_importance=0.05, first=5, last=20, stagnation=0.9,
-                   high_loss=0.9, growth=0.05, too_slow=True)
-    for primary in ("weights", "loss"):
-        p = dict(default, primary=primary, last=min(default["last"], budget))
-        report(f"monitor defaults, primary={primary}", p, rule_flags(table, loss_ratio, budget, p))
-        p2 = dict(p, too_slow=False)
-        report("  same, too-slow clause off", p2, rule_flags(table, loss_ratio, budget, p2))
+    last = min(defaults["last"], budget)
+    spectral = dict(delta=defaults["delta"], min_importance=defaults["min_importance"],
+                    primary="weights", first=defaults["first"], last=last,
+                    stagnation=defaults["stagnation"], high_loss=defaults["high_loss"],
+                    growth=math.inf, too_slow=False)
+    spectral_flags = rule_flags(table, loss_ratio, budget, spectral)
+    report("PoorInitialization defaults, rule=spectral", spectral, spectral_flags)
+    loss_rule = dict(loss_ratio=defaults["loss_ratio"], first=defaults["first"], last=last)
+    loss_flags = loss_rule_flags(loss_ratio, defaults["loss_ratio"], defaults["first"], last)
+    report("PoorInitialization defaults, rule=loss", loss_rule, loss_flags)
+    report("PoorInitialization defaults, rule=either", dict(spectral, **loss_rule),
+           spectral_flags | loss_flags)
     for primary in ("weights", "loss"):
         cands = [(p, f) for p, f in grid if p["primary"] == primary]
         _, p, flags = pick(cands, train)
@@ -267,12 +337,12 @@ def analyze(args) -> None:
             _, q, f = pick(sub, train)
             report(f"  {clause}, primary={primary}", q, f)
     base = []
-    for W in range(2, 11):
+    for W in range(2, min(10, budget) + 1):
         for f in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99):
             base.append((dict(W=W, f=f), np.array([baseline_fires(r, W, f) for r in runs])))
     _, p, flags = pick(base, train)
     report("baseline loss[W] >= f*loss[1]", p, flags)
-    for W in (3, 5):
+    for W in (w for w in (3, 5) if w <= budget):
         _, p, flags = pick([(q, f) for q, f in base if q["W"] == W], train)
         report(f"  baseline at W={W}", p, flags)
 
@@ -298,22 +368,31 @@ def analyze(args) -> None:
     print(f"  loss[5]/loss[1]               {np.median(ratio5[~labels]):10.3g} | "
           f"{np.median(ratio5[labels]):10.3g}")
 
-    fixed_point(runs, labels, table)
+    fixed_point(runs, labels, table, stopping)
 
 
-def fixed_point(runs, labels, table) -> None:
-    """stop_at_fixed_point vs min val_loss and EarlyStopping(patience 5/10) on healthy runs."""
-    print("\nstop_at_fixed_point on healthy runs (delta 0.02, min_importance 0.05; analysis every epoch)")
-    print("criterion                          stops (of n)  median stop  median |stop - argmin val_loss|  median val_loss excess")
+def fixed_point(runs, labels, table, stopping) -> None:
+    """FixedPointStopping vs min val_loss and EarlyStopping(patience 5/10) on healthy runs."""
+    print(f"\nFixedPointStopping on healthy runs (analysis every epoch): its defaults "
+          f"(delta {stopping['delta']}, min_importance {stopping['min_importance']}), then "
+          f"patience 1 with delta 0.02, min_importance 0.05")
+    print(f"{'criterion':64s} stops (of n)  median stop  median |stop - argmin val_loss|  median val_loss excess")
     healthy = [i for i in range(len(runs)) if not labels[i]]
     rows = []
+    for obs in ("weights", "loss"):
+        cluster = table[(stopping["delta"], stopping["min_importance"], obs)]["unit_cluster"]
+        stops = [fixed_point_stop(cluster[i], runs[i]["epochs"], stopping["threshold"],
+                                  stopping["patience"], stopping["start_from_epoch"])
+                 for i in healthy]
+        rows.append((f"defaults, primary={obs} (thr {stopping['threshold']}, patience "
+                     f"{stopping['patience']}, from epoch {stopping['start_from_epoch']})", stops))
     for obs, thr, warm in itertools.product(("weights", "loss"), (0.5, 0.7, 0.9), (5, 10)):
         cluster = table[(0.02, 0.05, obs)]["unit_cluster"]
         stops = []
         for i in healthy:
             hits = [e for e in range(warm, runs[i]["epochs"] + 1) if cluster[i, e] >= thr]
             stops.append(hits[0] if hits else None)
-        rows.append((f"fixed point {obs} thr {thr} warmup {warm}", stops))
+        rows.append((f"fixed point {obs} thr {thr} from epoch {warm}", stops))
     for patience in (5, 10):
         stops = []
         for i in healthy:
@@ -338,7 +417,7 @@ def fixed_point(runs, labels, table) -> None:
             when.append(s)
             dist.append(abs(s - (int(np.argmin(v)) + 1)))
             excess.append(v[s - 1] / v.min() - 1)
-        print(f"{name:36s} {n:3d}/{len(stops):<3d}  {np.median(when):11.1f}  {np.median(dist):31.1f}  "
+        print(f"{name:64s} {n:3d}/{len(stops):<3d}  {np.median(when):11.1f}  {np.median(dist):31.1f}  "
               f"{np.median(excess):22.3f}")
     best = [int(np.argmin(runs[i]["history"]["val_loss"])) + 1 for i in healthy]
     print(f"epoch of minimal val_loss: median {np.median(best):.1f}, range {min(best)}–{max(best)}")

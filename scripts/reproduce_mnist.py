@@ -6,8 +6,8 @@ delay-embedded) and of the weights (first 50/100/500 snapshots). They claim that
 eigenvalues start clustered near 0, (2) the important ones move to 1 as training nears a fixed
 point, (3) He and Xavier over-memorise (the test cross-entropy rises), and that the clustering at
 1 can serve to terminate training. This script runs the protocol and prints the numbers behind
-each claim, including where a spectral stop (``KoopmanMonitor(stop_at_fixed_point=True)``,
-analysing every epoch, ``stop_patience`` 1, 2 and 3) would end training, against the epoch of
+each claim, including where a spectral stop (``FixedPointStopping`` after a ``KoopmanMonitor``
+analysing every epoch, ``patience`` 1, 2 and 3) would end training, against the epoch of
 minimal test cross-entropy and against ``keras.callbacks.EarlyStopping(monitor="val_loss")``
 with patience 5 and 10, all computed offline from the same runs.
 
@@ -48,7 +48,6 @@ report figure of each run to ``FIGDIR/PREFIX_<init>.png``, a termination figure 
 from __future__ import annotations
 
 import argparse
-import functools
 import gzip
 import importlib.util
 import json
@@ -61,7 +60,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 INITS = ("xavier", "he", "normal")
 PATIENCES = (5, 10)  # of EarlyStopping
-STOP_PATIENCES = (1, 2, 3)  # of the spectral stop (KoopmanMonitor's stop_patience)
+STOP_PATIENCES = (1, 2, 3)  # of the spectral stop (FixedPointStopping's patience)
 #: |λ| below this counts as "near 0" in the first claim's measure.
 NEAR_ZERO = 0.5
 
@@ -215,46 +214,48 @@ def early_stopping_epoch(val_loss: np.ndarray, patience: int) -> int | None:
     return None
 
 
-def stop_settings() -> dict[str, dict]:
-    """The readings of the spectral stop rule ``KoopmanMonitor(stop_at_fixed_point=True)``:
-    analysis options as the monitor is by default (the pairs with importance >=
-    ``min_importance`` refined) and with plain Ritz pairs (``refine=False``).  Read from a
-    default monitor so that they cannot drift."""
-    monitor = _default_monitor()
-    common = {"delta": monitor.delta, "min_importance": monitor.min_importance}
-    return {"monitor": dict(common, refine=monitor.refine), "plain": dict(common, refine=False)}
+def stop_settings() -> dict:
+    """The readings of the spectral stop rule (:class:`~keras_koopman.FixedPointStopping`):
+    the product's default :class:`~keras_koopman.AnalysisOptions` (the pairs with importance
+    >= ``min_importance`` refined), as every ``KoopmanMonitor`` uses unless told otherwise,
+    and the same with plain Ritz pairs (``refine=False``)."""
+    from keras_koopman import DEFAULT_OPTIONS
+
+    return {"monitor": DEFAULT_OPTIONS, "plain": DEFAULT_OPTIONS.replace(refine=False)}
 
 
 def stop_rule() -> dict:
-    """The monitor's default ``warmup`` and ``fixed_point_threshold``."""
-    monitor = _default_monitor()
-    return {"warmup": monitor.warmup, "threshold": monitor.fixed_point_threshold}
+    """``FixedPointStopping``'s default ``start_from_epoch`` and ``threshold``, read from its
+    signature so that they cannot drift."""
+    import inspect
 
+    from keras_koopman import FixedPointStopping
 
-@functools.cache
-def _default_monitor():
-    from keras_koopman.monitor import KoopmanMonitor
-
-    return KoopmanMonitor()
+    parameters = inspect.signature(FixedPointStopping).parameters
+    return {"start_from_epoch": parameters["start_from_epoch"].default,
+            "threshold": parameters["threshold"].default}
 
 
 def fixed_point_stop_epoch(epochs: np.ndarray, cluster: np.ndarray, patience: int,
-                           warmup: int, threshold: float) -> int | None:
-    """Epoch at which ``KoopmanMonitor(stop_at_fixed_point=True, stop_patience=patience)``
-    analysing after every epoch stops: the first epoch >= ``warmup`` that ends ``patience``
+                           start_from_epoch: int, threshold: float) -> int | None:
+    """Epoch at which ``FixedPointStopping(monitor, patience=patience,
+    start_from_epoch=start_from_epoch, threshold=threshold)`` stops, with a
+    ``KoopmanMonitor`` analysing after every epoch: the first epoch >= ``start_from_epoch``
+    (its check, ``done >= start_from_epoch`` completed epochs) that ends ``patience``
     consecutive analyses with unit cluster >= ``threshold``."""
     streak = 0
     for epoch, value in zip(epochs, cluster):
         streak = streak + 1 if np.isfinite(value) and value >= threshold else 0
-        if epoch >= warmup and streak >= patience:
+        if epoch >= start_from_epoch and streak >= patience:
             return int(epoch)
     return None
 
 
 def spectral_stop_curve(run: dict, observable: str,
-                        options: dict) -> tuple[np.ndarray, np.ndarray]:
+                        options) -> tuple[np.ndarray, np.ndarray]:
     """Unit cluster of ``observable`` analysed after each epoch over all snapshots so far
-    (what ``KoopmanMonitor(analyze_every=1, **options)`` logs as ``koopman_unit_cluster``).
+    (what ``KoopmanMonitor(analyze_every=1, options=options)`` logs as
+    ``koopman_unit_cluster``; ``options`` an ``AnalysisOptions``).
     Cost: one ``O(k³)`` analysis per epoch ``k``, plus ``O(k³)`` per refined pair."""
     from keras_koopman.analysis import analyze_series, analyze_weights
 
@@ -264,14 +265,15 @@ def spectral_stop_curve(run: dict, observable: str,
         factor = trajectory.weights
         for count in range(4, factor.shape[1] + 1):
             analysis = analyze_weights(factor[:count, :count], trajectory.weight_epochs[:count],
-                                       n_features=run["n_features"], keep_modes=False, **options)
+                                       n_features=run["n_features"], keep_modes=False,
+                                       options=options)
             epochs.append(trajectory.weight_epochs[count - 1])
             cluster.append(analysis.diagnostics.unit_cluster)
     else:
         loss_epochs, values = trajectory.scalars[observable]
         for count in range(6, values.size + 1):
             analysis = analyze_series(values[:count], loss_epochs[:count], observable=observable,
-                                      keep_modes=False, **options)
+                                      keep_modes=False, options=options)
             epochs.append(loss_epochs[count - 1])
             cluster.append(analysis.diagnostics.unit_cluster)
     return np.asarray(epochs), np.asarray(cluster)
@@ -318,8 +320,13 @@ def paper_counts(paper: tuple[int, ...], available: int) -> list[int]:
 
 def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
                 prefix: str = "mnist") -> dict:
-    from keras_koopman.cli import (PAPER_LOSS_SNAPSHOTS, PAPER_WEIGHT_SNAPSHOTS, draw_report,
-                                   report_analyses)
+    from keras_koopman import DEFAULT_OPTIONS
+    from keras_koopman.cli import (
+        PAPER_LOSS_SNAPSHOTS,
+        PAPER_WEIGHT_SNAPSHOTS,
+        draw_report,
+        report_analyses,
+    )
 
     trajectory, history, config = run["trajectory"], run["history"], run["config"]
     windows = {}
@@ -329,10 +336,11 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
                    "weight_counts": paper_counts(PAPER_WEIGHT_SNAPSHOTS,
                                                  trajectory.weights.shape[1])}
     # the paper's DMD_RRR (every Ritz pair refined) for the figure and the claims; plain Ritz
-    # pairs (the monitor's default) beside it
-    analyses, counts = report_analyses(trajectory, n_features=run["n_features"], refine=True,
-                                       **windows)
-    plain, _ = report_analyses(trajectory, n_features=run["n_features"], refine=False, **windows)
+    # pairs beside it; thresholds (delta, min_importance) the product's defaults
+    analyses, counts = report_analyses(trajectory, n_features=run["n_features"],
+                                       options=DEFAULT_OPTIONS.replace(refine=True), **windows)
+    plain, _ = report_analyses(trajectory, n_features=run["n_features"],
+                               options=DEFAULT_OPTIONS.replace(refine=False), **windows)
     val = history["val_loss"]
     best = int(np.argmin(val)) + 1
     result = {
@@ -379,9 +387,9 @@ def analyse_run(run: dict, figdir: Path | None, counts: str = "scaled",
 
 
 STOP_RULES = {  # name -> (marker, label) in the termination figure and table
-    "spectral_weights_monitor": ("v", "spectral stop, weights (refined), stop_patience=1"),
-    "spectral_weights_monitor_p2": ("X", "same, stop_patience=2"),
-    "spectral_weights_monitor_p3": ("h", "same, stop_patience=3"),
+    "spectral_weights_monitor": ("v", "spectral stop, weights (refined), patience=1"),
+    "spectral_weights_monitor_p2": ("X", "same, patience=2"),
+    "spectral_weights_monitor_p3": ("h", "same, patience=3"),
     "spectral_weights_plain": ("<", "spectral stop, weights (plain Ritz pairs), 1"),
     "spectral_loss_monitor": ("^", "spectral stop, loss (refined), 1"),
     "spectral_loss_plain": (">", "spectral stop, loss (plain Ritz pairs), 1"),
@@ -432,8 +440,8 @@ def termination_figure(results: list[dict], path: Path) -> None:
     for axis, observable in ((middle, "weights"), (bottom, "training loss")):
         axis.axhline(rule["threshold"], color="0.4", ls=":", lw=0.9,
                      label=f"stop threshold {rule['threshold']}")
-        axis.axvline(rule["warmup"], color="0.6", ls="-.", lw=0.8,
-                     label=f"warm-up {rule['warmup']}")
+        axis.axvline(rule["start_from_epoch"], color="0.6", ls="-.", lw=0.8,
+                     label=f"start_from_epoch {rule['start_from_epoch']}")
         axis.set_ylim(-0.03, 1.03)
         axis.set_ylabel(f"unit cluster\n({observable})")
         axis.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -558,18 +566,18 @@ def null_trajectories(n: int, epochs: int, rng: np.random.Generator) -> dict[str
 
 def cmd_null(args) -> int:
     """The spectral stop rule on trajectories with a known answer: the unit cluster of all
-    snapshots under three readings, then where the monitor's default rule, analysing after
-    every epoch, stops with each ``stop_patience``."""
+    snapshots under three readings, then where ``FixedPointStopping`` with its defaults,
+    after a monitor analysing every epoch, stops with each ``patience``."""
     from keras_koopman.analysis import analyze_weights
     from keras_koopman.trajectory import TrainingTrajectory
 
     settings, rule = stop_settings(), stop_rule()
     latest = min(50, args.epochs + 1)  # snapshots that KoopmanMonitor(window=50) analyses
-    readings = [settings["plain"], settings["monitor"], dict(settings["monitor"], refine=True)]
+    readings = [settings["plain"], settings["monitor"], settings["monitor"].replace(refine=True)]
     print(f"unit cluster of {args.epochs + 1} snapshots of {args.features:,} weights "
           f"(+ constant 1), mean over seeds {list(range(args.seeds))}; stop threshold "
           f"{rule['threshold']}")
-    print(f"{'trajectory':<32}{'plain Ritz':>12}{'monitor (refine=' + str(readings[1]['refine']) + ')':>24}"
+    print(f"{'trajectory':<32}{'plain Ritz':>12}{f'monitor (refine={readings[1].refine_level})':>24}"
           f"{'all refined':>13}{f'monitor, last {latest}':>18}"
           f"{'median residual, plain / all refined':>40}")
     rows, stops = {}, {}
@@ -580,12 +588,12 @@ def cmd_null(args) -> int:
             for options in readings:
                 analysis = analyze_weights(snapshots.astype(np.float64),
                                            np.arange(args.epochs + 1), keep_modes=False,
-                                           **options)
+                                           options=options)
                 values.append(analysis.diagnostics.unit_cluster)
                 residuals.append(float(np.median(analysis.residuals)))
             windowed = analyze_weights(snapshots[:, -latest:].astype(np.float64),
                                        np.arange(args.epochs + 1)[-latest:],
-                                       keep_modes=False, **settings["monitor"])
+                                       keep_modes=False, options=settings["monitor"])
             values.append(windowed.diagnostics.unit_cluster)
             rows.setdefault(name, []).append(values + [residuals[0], residuals[-1]])
             if args.stops:
@@ -597,17 +605,17 @@ def cmd_null(args) -> int:
                 stops.setdefault(name, []).append(
                     [fixed_point_stop_epoch(*curve, patience, **rule)
                      for patience in STOP_PATIENCES]
-                    + [float(np.mean(curve[1][curve[0] >= rule["warmup"]] >= rule["threshold"]))])
+                    + [float(np.mean(curve[1][curve[0] >= rule["start_from_epoch"]] >= rule["threshold"]))])
     for name, values in rows.items():
         plain, monitor, refined, windowed, res_plain, res_refined = np.mean(values, axis=0)
         print(f"{name:<32}{plain:>12.2f}{monitor:>24.2f}{refined:>13.2f}{windowed:>18.2f}"
               f"{f'{res_plain:.1e} / {res_refined:.1e}':>40}")
     if not stops:
         return 0
-    print(f"\nstop_at_fixed_point (monitor defaults, warm-up {rule['warmup']}), analysing after "
-          f"every epoch up to {args.epochs}: stop epoch per seed ('-' never), and the share of "
-          f"analyses after the warm-up at or above the threshold")
-    print(f"{'trajectory':<32}" + "".join(f"{f'stop_patience={k}':>20}" for k in STOP_PATIENCES)
+    print(f"\nFixedPointStopping (defaults, start_from_epoch {rule['start_from_epoch']}), monitor "
+          f"analysing after every epoch up to {args.epochs}: stop epoch per seed ('-' never), and "
+          f"the share of analyses from start_from_epoch on at or above the threshold")
+    print(f"{'trajectory':<32}" + "".join(f"{f'patience={k}':>20}" for k in STOP_PATIENCES)
           + f"{'share >= threshold':>20}")
     for name, per_seed in stops.items():
         cells = ["/".join("-" if s[j] is None else str(s[j]) for s in per_seed)
@@ -675,7 +683,7 @@ def main(argv=None) -> int:
     null.add_argument("--epochs", type=int, default=100)
     null.add_argument("--seeds", type=int, default=3)
     null.add_argument("--stops", action="store_true",
-                      help="also run the stop rule after every epoch, stop_patience 1, 2, 3")
+                      help="also run the stop rule after every epoch, patience 1, 2, 3")
     null.set_defaults(handler=cmd_null)
     args = parser.parse_args(argv)
     return args.handler(args)

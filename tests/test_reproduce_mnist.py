@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_koopman import KoopmanMonitor
+from keras_koopman import FixedPointStopping, KoopmanMonitor
 from keras_koopman.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,25 +59,37 @@ def test_early_stopping_epoch_matches_keras_early_stopping(patience):
 
 
 @pytest.mark.parametrize("patience", [1, 2, 3])
-@pytest.mark.parametrize("warmup", [1, 6, 12])
-def test_offline_spectral_stop_matches_the_monitor(script_unit_cluster, patience, warmup):
-    """``fixed_point_stop_epoch`` on a unit-cluster curve stops where ``KoopmanMonitor``
-    analysing every epoch stops on the same curve."""
-    rng = np.random.default_rng(patience * 100 + warmup)
+@pytest.mark.parametrize("start_from_epoch", [0, 1, 6, 12])
+def test_offline_spectral_stop_matches_fixed_point_stopping(script_unit_cluster, patience,
+                                                            start_from_epoch):
+    """``fixed_point_stop_epoch`` on a unit-cluster curve stops where ``FixedPointStopping``
+    after a ``KoopmanMonitor`` analysing every epoch stops on the same curve."""
+    rng = np.random.default_rng(patience * 100 + start_from_epoch)
     curve = {e: float(v) for e, v in enumerate(rng.choice([0.3, 0.95], size=40, p=[0.4, 0.6]), 1)}
     calls = script_unit_cluster(curve)
     x = rng.standard_normal((32, 3)).astype("float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.SGD(0.0), "mse")
-    monitor = KoopmanMonitor(observables=("weights",), analyze_every=1, stop_at_fixed_point=True,
-                             warmup=warmup, stop_patience=patience)
-    history = model.fit(x, x[:, :1], batch_size=32, epochs=40, verbose=0, callbacks=[monitor])
+    monitor = KoopmanMonitor(("weights",), analyze_every=1)
+    stopper = FixedPointStopping(monitor, threshold=0.9, patience=patience,
+                                 start_from_epoch=start_from_epoch)
+    history = model.fit(x, x[:, :1], batch_size=32, epochs=40, verbose=0,
+                        callbacks=[monitor, stopper])
     first = len(history.history["loss"]) - len(calls) + 1  # the first epoch analysed
     epochs = np.arange(first, 41)
     expected = repro.fixed_point_stop_epoch(epochs, np.array([curve[e] for e in epochs]),
-                                            patience, warmup=warmup, threshold=0.9)
-    stopped = monitor.stopped_epoch is not None
+                                            patience, start_from_epoch=start_from_epoch,
+                                            threshold=0.9)
+    stopped = stopper.stopped_epoch is not None
     assert (len(history.history["loss"]) if stopped else None) == expected
+    if stopped:
+        assert stopper.stopped_epoch + 1 == expected
+
+
+def test_stop_rule_reads_fixed_point_stopping_defaults():
+    stopper = FixedPointStopping(KoopmanMonitor())
+    assert repro.stop_rule() == {"start_from_epoch": stopper.start_from_epoch,
+                                 "threshold": stopper.threshold}
 
 
 def test_paper_counts_keep_the_windows_that_fit_and_add_all_snapshots():
