@@ -38,7 +38,7 @@ ENTRY = struct.Struct("<dII")
 #: the most features a record may claim (2**40: 4 TiB per float32 row), checked before mapping
 MAX_FEATURES = 2**40
 _HEADER_DTYPES = {"<f2": np.dtype("<f2"), "<f4": np.dtype("<f4"), "<f8": np.dtype("<f8")}
-_REDUCED_FLOATS = ("bfloat16", "float8", "float6", "float4")
+_REDUCED_FLOATS = ("bfloat16", "float8_", "float6_", "float4_")  # ml_dtypes' names
 
 
 def storage_dtype(dtype) -> np.dtype:
@@ -57,8 +57,6 @@ def storage_dtype(dtype) -> np.dtype:
     if resolved.kind == "f" and resolved.itemsize in (4, 8):
         return resolved.newbyteorder("<")
     if resolved.kind == "f" and resolved.itemsize == 2:
-        return np.dtype("<f4")
-    if resolved.kind == "V" and any(resolved.name.startswith(p) for p in _REDUCED_FLOATS):
         return np.dtype("<f4")
     raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {resolved}")
 

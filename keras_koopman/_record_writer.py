@@ -106,6 +106,10 @@ class _AppendFile:
             self.end += written
             view = view[written:]
 
+    def rollback(self, end: int) -> None:
+        """Forget what was written past ``end`` (a failed write); the next append cuts it."""
+        self.end, self._tail_checked = end, False
+
     def sync(self) -> None:
         os.fsync(self.fd)
 
@@ -162,8 +166,8 @@ class RecordWriter:
     def continue_record(cls, folder: Path,
                         check: Callable[[RecordContents], None]) -> tuple["RecordWriter", RecordContents]:
         """Lock ``folder``, read and validate its record, ``check(record)`` (raise to refuse),
-        and return a writer that appends after the record's valid part.  Nothing on disk
-        changes until the first write; a refusal releases the lock."""
+        and return a writer that appends after the record's valid part.  No file of the record
+        changes until the first write (only ``writer.json``); a refusal releases the lock."""
         lock_fd = _lock(folder)
         files: list[_AppendFile] = []
         try:
@@ -181,19 +185,31 @@ class RecordWriter:
         """Rows, then (after their bytes are on disk) their index entries."""
         self._check()
         weights, index = self._files[WEIGHTS], self._files[INDEX]
-        entries = []
-        for epoch, row in zip(epochs, rows):
-            data = np.ascontiguousarray(row).tobytes()
-            weights.append(data)
-            entries.append(encode_entry(epoch, data))
-        weights.sync()
-        index.append(b"".join(entries))
-        index.sync()
+        starts = weights.end, index.end
+        try:
+            entries = []
+            for epoch, row in zip(epochs, rows):
+                data = np.ascontiguousarray(row).tobytes()
+                weights.append(data)
+                entries.append(encode_entry(epoch, data))
+            weights.sync()
+            index.append(b"".join(entries))
+            index.sync()
+        except BaseException:  # e.g. a full disk: the next append starts where this one did
+            weights.rollback(starts[0])
+            index.rollback(starts[1])
+            raise
 
     def append_lines(self, name: str, lines: list[bytes]) -> None:
         self._check()
-        self._files[name].append(b"".join(lines))
-        self._files[name].sync()
+        handle = self._files[name]
+        start = handle.end
+        try:
+            handle.append(b"".join(lines))
+            handle.sync()
+        except BaseException:
+            handle.rollback(start)
+            raise
 
     def replace_lines(self, name: str, lines: list[bytes]) -> None:
         self._check()

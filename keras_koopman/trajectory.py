@@ -253,10 +253,11 @@ class TrajectoryStore:
         if not isinstance(key, str):
             raise TypeError(f"key must be a string; got {key!r}")
         new = _checked_metadata({**self._metadata, key: value}, name="value")
-        if new != self._metadata:
-            self._metadata = new
-            self._manifest_pending = True
-            self._before_write()
+        if new == self._metadata:
+            return
+        if self._before_write():
+            self._writer.write_manifest({**self._manifest(), "metadata": new})
+        self._metadata = new
 
     def truncate(self, epoch: float) -> None:
         """Drop every weight snapshot, scalar value and analysis after ``epoch``.
@@ -266,24 +267,20 @@ class TrajectoryStore:
         """
         epoch = check_epoch(epoch, None)
         keep = bisect.bisect_right(self._epochs, epoch)
-        keep_scalars = bisect.bisect_right([e for e, _ in self._scalar_rows], epoch)
+        scalar_rows = self._scalar_rows[:bisect.bisect_right([e for e, _ in self._scalar_rows], epoch)]
         prior = [a for a in self._prior if a["last_epoch"] <= epoch]
         session = [a for a in self._session if a.last_epoch <= epoch]
-        writing = self._before_write()
-        if keep < self._count:
-            if writing:
+        if self._before_write():  # the files first: a refused write leaves the store as it was
+            if keep < self._count:
                 self._writer.cut_rows(keep, self.n_features * self.dtype.itemsize)
-            self._count, self._epochs = keep, self._epochs[:keep]
-        if keep_scalars < len(self._scalar_rows):
-            self._scalar_rows = self._scalar_rows[:keep_scalars]
-            if writing:
+            if len(scalar_rows) < len(self._scalar_rows):
                 self._writer.replace_lines(SCALARS, [encode_line({"epoch": e, "values": v})
-                                                     for e, v in self._scalar_rows])
-        if len(prior) < len(self._prior) or len(session) < len(self._session):
-            self._prior, self._session = prior, session
-            if writing:
+                                                     for e, v in scalar_rows])
+            if len(prior) < len(self._prior) or len(session) < len(self._session):
                 self._writer.replace_lines(ANALYSES, [encode_line(a) for a in prior]
                                            + [encode_line(a.to_dict()) for a in session])
+        self._count, self._epochs = keep, self._epochs[:keep]
+        self._scalar_rows, self._prior, self._session = scalar_rows, prior, session
 
     def close(self) -> None:
         """Release the record (a disk store keeps being readable; writing raises)."""
@@ -319,10 +316,8 @@ class TrajectoryStore:
     def _before_write(self) -> bool:
         """Whether this is a disk store; writes a pending manifest first.  A closed or
         superseded disk store raises."""
-        if self.path is None:
-            return False
         if self._writer is None:
-            raise ValueError(f"storage: the store of {self.path} is read-only")
+            return False
         if self._manifest_pending:
             self._writer.write_manifest(self._manifest())
             self._manifest_pending = False

@@ -178,6 +178,17 @@ def test_reduced_precision_weights_are_stored_as_float32(tmp_path, dtype):
     TrajectoryStore.reopen(tmp_path / "rec", n_features=N, dtype=dtype).close()
 
 
+@pytest.mark.parametrize("dtype, stored", [(np.float64, "<f8"), ("float64", "<f8"), (">f8", "<f8"),
+                                           (np.float32, "<f4"), ("float16", "<f4")])
+def test_full_precision_is_kept(tmp_path, dtype, stored):
+    with TrajectoryStore(N, path=tmp_path / "rec", dtype=dtype) as store:
+        assert store.dtype.str == stored
+        store.append_weights(0.0, np.full(N, 1 / 3))
+    assert json.loads((tmp_path / "rec" / "trajectory.json").read_text())["dtype"] == stored
+    loaded = TrainingTrajectory.load(tmp_path / "rec").weights
+    np.testing.assert_array_equal(loaded[:, 0], np.full(N, 1 / 3).astype(stored))
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.complex64, object, "U1", np.bool_])
 def test_store_refuses_a_non_float_dtype(dtype):
     with pytest.raises(TypeError, match="dtype"):
@@ -296,6 +307,32 @@ def test_torn_tails_are_ignored_on_read_and_cut_by_the_next_append(tmp_path):
     assert loaded.scalars["loss"][0].tolist() == [1, 2, 3, 4, 5]
     assert len(loaded.analyses) == 2
     assert (folder / "weights.idx").stat().st_size == 6 * ENTRY
+
+
+def test_a_failed_append_leaves_the_record_valid_and_the_store_usable(tmp_path, monkeypatch):
+    """An I/O error (e.g. a full disk) while writing a row's index entry or a scalar line."""
+    folder = make_record(tmp_path / "rec")
+    store = TrajectoryStore.reopen(folder, n_features=N)
+    real_fsync, calls = os.fsync, []
+
+    def failing(fd):
+        calls.append(fd)
+        if len(calls) in (2, 3):  # the index entry of the row, then the scalar line
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="No space"):
+        store.append_weights(5.0, row(5))
+    with pytest.raises(OSError, match="No space"):
+        store.append_scalars(5.0, {"loss": 0.2})
+    assert len(store) == 5 and store.scalar("loss")[0].tolist() == [1, 2, 3, 4]
+    store.append_weights(5.0, row(5))
+    store.append_scalars(5.0, {"loss": 0.2})
+    store.close()
+    loaded = TrainingTrajectory.load(folder)
+    np.testing.assert_array_equal(loaded.weights, np.stack([row(e) for e in range(6)], axis=1))
+    assert loaded.scalars["loss"][0].tolist() == [1, 2, 3, 4, 5]
 
 
 def test_interrupted_truncate_leaves_a_valid_record(tmp_path):
