@@ -17,8 +17,7 @@ Subcommands:
     Redraw the report of a run directory or a trajectory from its saved analyses, or from
     analyses recomputed at given snapshot counts.
 ``keras-koopman sobolev``
-    Run the noisy multi-scale signal study (``scripts/reproduce_sobolev.py``), when the
-    repository checkout that holds it is at hand.
+    Run the noisy multi-scale signal study (:mod:`keras_koopman.sobolev_study`).
 
 Run directory written by ``mnist --out DIR``:
 
@@ -42,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import math
 import sys
@@ -769,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "sobolev", add_help=False,
-        help="run the noisy multi-scale signal study (scripts/reproduce_sobolev.py; "
+        help="run the noisy multi-scale signal study (keras_koopman.sobolev_study; "
              f"'{PROG} sobolev --help' lists its options)")
     return parser
 

@@ -67,7 +67,9 @@ class FixedPointStopping(keras.callbacks.Callback):
         monitor: The :class:`~keras_koopman.KoopmanMonitor` (listed before this callback).
         threshold: Unit cluster that counts as "at a fixed point", in [0, 1].
         patience: Consecutive analyses that must reach ``threshold``.
-        start_from_epoch: No stop before this many completed epochs.
+        start_from_epoch: Epochs to wait before the first check (as in Keras's
+            ``EarlyStopping``: the first check is at the end of epoch ``start_from_epoch``,
+            0-based, i.e. after ``start_from_epoch + 1`` epochs).
         verbose: 1 prints the stop.
 
     Example:
@@ -123,7 +125,7 @@ class FixedPointStopping(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.monitor.check_order(epoch, "FixedPointStopping")
         done = int(epoch) + 1
-        if done < self.start_from_epoch or self.stopped_epoch is not None:
+        if int(epoch) < self.start_from_epoch or self.stopped_epoch is not None:
             return
         streak = self.streak()
         if streak >= self.patience:

@@ -52,6 +52,10 @@ import platform
 import sys
 import time
 
+# The MNIST files: $KERAS_KOOPMAN_MNIST_DIR, else the shared data folder beside the checkout.
+os.environ.setdefault("KERAS_KOOPMAN_MNIST_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data", "mnist"))
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402

@@ -52,6 +52,10 @@ import sys
 import time
 from pathlib import Path
 
+# The MNIST files: $KERAS_KOOPMAN_MNIST_DIR, else the shared data folder beside the checkout.
+os.environ.setdefault("KERAS_KOOPMAN_MNIST_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data", "mnist"))
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
@@ -236,14 +240,14 @@ def fixed_point_stop(cluster: np.ndarray, epochs: int, threshold: float, patienc
                      start: int) -> int | None:
     """Epoch at which ``FixedPointStopping`` stops on a run whose primary observable was
     analysed after every epoch (``cluster[e]``, NaN where there was no analysis): the first
-    epoch ``e >= start`` ending ``patience`` consecutive analyses with unit cluster >=
-    ``threshold``."""
+    epoch ``e > start`` (``start_from_epoch``, Keras semantics) ending ``patience``
+    consecutive analyses with unit cluster >= ``threshold``."""
     streak = 0
     for e in range(1, epochs + 1):
         if np.isnan(cluster[e]):
             continue  # no analysis: the streak neither grows nor breaks
         streak = streak + 1 if cluster[e] >= threshold else 0
-        if e >= start and streak >= patience:
+        if e > start and streak >= patience:
             return e
     return None
 

@@ -240,13 +240,13 @@ def fixed_point_stop_epoch(epochs: np.ndarray, cluster: np.ndarray, patience: in
                            start_from_epoch: int, threshold: float) -> int | None:
     """Epoch at which ``FixedPointStopping(monitor, patience=patience,
     start_from_epoch=start_from_epoch, threshold=threshold)`` stops, with a
-    ``KoopmanMonitor`` analysing after every epoch: the first epoch >= ``start_from_epoch``
-    (its check, ``done >= start_from_epoch`` completed epochs) that ends ``patience``
+    ``KoopmanMonitor`` analysing after every epoch: the first epoch (completed epochs) past
+    ``start_from_epoch`` (Keras ``EarlyStopping`` semantics) that ends ``patience``
     consecutive analyses with unit cluster >= ``threshold``."""
     streak = 0
     for epoch, value in zip(epochs, cluster):
         streak = streak + 1 if np.isfinite(value) and value >= threshold else 0
-        if epoch >= start_from_epoch and streak >= patience:
+        if epoch > start_from_epoch and streak >= patience:
             return int(epoch)
     return None
 
