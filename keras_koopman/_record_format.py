@@ -126,7 +126,7 @@ def read_record(path) -> RecordContents:
                          f"{sorted(_HEADER_DTYPES)} (little-endian float16/32/64)")
     metadata = meta.get("metadata", {})
     if not isinstance(metadata, dict):
-        raise ValueError(f"path: {manifest}: metadata must be an object")
+        raise ValueError(f"path: {manifest}: metadata must be an object")  # noqa: TRY004 - a corrupt file
     reader = _read_version2 if version == 2 else _read_version1
     return reader(folder, meta, n, _HEADER_DTYPES[text], metadata)
 
@@ -211,10 +211,10 @@ def _read_scalar_lines(path: Path) -> tuple[tuple, int]:
 
 def _scalar_values(values) -> dict:
     if not isinstance(values, dict):
-        raise ValueError("values must be an object of name: number")
+        raise ValueError("values must be an object of name: number")  # noqa: TRY004 - a corrupt file
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"value of {name!r} is not a number: {value!r}")
+            raise ValueError(f"value of {name!r} is not a number: {value!r}")  # noqa: TRY004 - a corrupt file
     return {name: float(value) for name, value in values.items()}
 
 
@@ -252,7 +252,7 @@ def _read_version1(folder: Path, meta: dict, n: int, dtype: np.dtype, metadata: 
     rows = []
     scalars = meta.get("scalars", {})
     if not isinstance(scalars, dict):
-        raise ValueError(f"path: {manifest}: scalars must be an object")
+        raise ValueError(f"path: {manifest}: scalars must be an object")  # noqa: TRY004 - a corrupt file
     for name, series in scalars.items():
         try:
             if not isinstance(series, dict) or len(series.get("epochs", ())) != len(series.get("values", ())):

@@ -21,7 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_koopman._atomic import FILE_MODE, atomic_write, fsync_folder, write_json_atomic
+from keras_koopman._atomic import (
+    FILE_MODE,
+    atomic_write,
+    fsync_folder,
+    write_json_atomic,
+)
 from keras_koopman._record_format import (
     ANALYSES,
     ENTRY,
@@ -86,14 +91,16 @@ def _holder(folder: Path) -> str:
 
 
 class _AppendFile:
-    """One append-only file.  Writes go at ``end``; bytes past it (the torn tail of a killed
-    write) are cut by the first append, never before."""
+    """One append-only file.  Writes go at ``end``.  Bytes past it (the torn tail of a killed
+    write, a failed write, rows dropped by a cut) are ignored by readers and dealt with by the
+    next append, never before: cut, or for ``weights.bin`` (``shrink=False``) overwritten, so
+    that the file never shrinks under a memory-mapped view of its rows."""
 
-    def __init__(self, path: Path, end: int, *, create: bool) -> None:
-        self.path, self.end = path, end
+    def __init__(self, path: Path, end: int, *, create: bool, shrink: bool) -> None:
+        self.path, self.end, self.shrink = path, end, shrink
         flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
         self.fd = os.open(path, flags, FILE_MODE)
-        self._tail_checked = create
+        self._tail_checked = create or not shrink
 
     def append(self, data: bytes) -> None:
         if not self._tail_checked:
@@ -107,15 +114,16 @@ class _AppendFile:
             view = view[written:]
 
     def rollback(self, end: int) -> None:
-        """Forget what was written past ``end`` (a failed write); the next append cuts it."""
-        self.end, self._tail_checked = end, False
+        """Forget what was written past ``end`` (a failed write)."""
+        self.end, self._tail_checked = end, not self.shrink
 
     def sync(self) -> None:
         os.fsync(self.fd)
 
     def cut(self, end: int) -> None:
-        os.ftruncate(self.fd, end)
-        os.fsync(self.fd)
+        if self.shrink:
+            os.ftruncate(self.fd, end)
+            os.fsync(self.fd)
         self.end, self._tail_checked = end, True
 
     def replace(self, data: bytes) -> None:
@@ -141,7 +149,7 @@ class RecordWriter:
         self._finalizer = weakref.finalize(self, _release, lock_fd, list(files.values()))
 
     @classmethod
-    def create(cls, folder: Path, manifest: dict, *, overwrite: bool) -> "RecordWriter":
+    def create(cls, folder: Path, manifest: dict, *, overwrite: bool) -> RecordWriter:
         """A new record in ``folder``; an existing one raises unless ``overwrite``."""
         folder.mkdir(parents=True, exist_ok=True)
         _refuse_existing(folder, overwrite)  # before taking the lock: a refusal supersedes nothing
@@ -154,7 +162,7 @@ class RecordWriter:
                     (folder / name).unlink()
             fsync_folder(folder)
             for name in _APPEND_ONLY:
-                files.append(_AppendFile(folder / name, 0, create=True))
+                files.append(_AppendFile(folder / name, 0, create=True, shrink=name != WEIGHTS))
             fsync_folder(folder)
             write_json_atomic(folder / MANIFEST, manifest)
         except BaseException:
@@ -164,7 +172,7 @@ class RecordWriter:
 
     @classmethod
     def continue_record(cls, folder: Path,
-                        check: Callable[[RecordContents], None]) -> tuple["RecordWriter", RecordContents]:
+                        check: Callable[[RecordContents], None]) -> tuple[RecordWriter, RecordContents]:
         """Lock ``folder``, read and validate its record, ``check(record)`` (raise to refuse),
         and return a writer that appends after the record's valid part.  No file of the record
         changes until the first write (only ``writer.json``); a refusal releases the lock."""
@@ -174,7 +182,8 @@ class RecordWriter:
             record = read_record(folder)
             check(record)
             for name in _APPEND_ONLY:
-                files.append(_AppendFile(folder / name, record.ends[name], create=False))
+                files.append(_AppendFile(folder / name, record.ends[name], create=False,
+                                         shrink=name != WEIGHTS))
         except BaseException:
             _release(lock_fd, files)
             raise
@@ -216,8 +225,8 @@ class RecordWriter:
         self._files[name].replace(b"".join(lines))
 
     def cut_rows(self, rows: int, row_bytes: int) -> None:
-        """Keep the first ``rows`` rows: the index first, so a crash leaves no entry without
-        its row."""
+        """Keep the first ``rows`` rows: only the index is cut (the rows' bytes past it are
+        overwritten by the next rows), so no entry is left without its row."""
         self._check()
         self._files[INDEX].cut(rows * ENTRY.size)
         self._files[WEIGHTS].cut(rows * row_bytes)

@@ -23,8 +23,10 @@ Reading (:meth:`TrainingTrajectory.load`, :meth:`TrajectoryStore.reopen`) valida
 float64; a row with an index entry but missing bytes or another checksum, a corrupt entry, a bad
 JSON line, or epochs that are negative, not finite or decreasing raise ``ValueError`` naming the
 file (and the epoch or line).  What a killed writer leaves — a torn last entry, row or line —
-is ignored, and cut only when the next one is appended: a killed process loses at most what
-it was writing.  Format version 1 (rows counted in ``trajectory.json``, rewritten every epoch,
+is ignored, and dealt with only when the next one is appended (cut; in ``weights.bin``,
+overwritten): a killed process loses at most what it was writing.  ``weights.bin`` never
+shrinks, so memory-mapped views of its rows (:meth:`TrajectoryStore.weights`,
+:attr:`TrainingTrajectory.weights`) stay valid; bytes past the last indexed row are ignored.  Format version 1 (rows counted in ``trajectory.json``, rewritten every epoch,
 no checksums) is read with the same checks and can be copied (:meth:`TrajectoryStore.save`),
 not continued.
 
@@ -45,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Self
 
 import numpy as np
 
@@ -108,7 +111,7 @@ class TrajectoryStore:
 
     @classmethod
     def reopen(cls, path, *, n_features: int, dtype=np.float32, metadata=None,
-               writable: bool = True) -> "TrajectoryStore":
+               writable: bool = True) -> TrajectoryStore:
         """Open an existing disk record to continue it.
 
         The observable must match: ``n_features``, the storage dtype, the variables' shapes and
@@ -262,8 +265,9 @@ class TrajectoryStore:
     def truncate(self, epoch: float) -> None:
         """Drop every weight snapshot, scalar value and analysis after ``epoch``.
 
-        On disk the index is cut before the rows (a crash in between leaves a valid record);
-        the scalar and analysis files are replaced atomically, and only when they change.
+        On disk only the index is cut (the dropped rows' bytes stay in ``weights.bin``, ignored,
+        until the next rows overwrite them; earlier views of them then show the new rows); the
+        scalar and analysis files are replaced atomically, and only when they change.
         """
         epoch = check_epoch(epoch, None)
         keep = bisect.bisect_right(self._epochs, epoch)
@@ -287,7 +291,7 @@ class TrajectoryStore:
         if self._writer is not None:
             self._writer.close()
 
-    def __enter__(self) -> "TrajectoryStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -391,7 +395,7 @@ class TrainingTrajectory:
     metadata: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path) -> "TrainingTrajectory":
+    def load(cls, path) -> TrainingTrajectory:
         """Read and validate a record folder (format version 1 or 2; live or saved).
 
         A missing ``trajectory.json`` raises ``FileNotFoundError``, anything inconsistent

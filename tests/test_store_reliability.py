@@ -23,7 +23,11 @@ import keras_koopman._atomic as atomic
 import keras_koopman._record_writer as record_writer
 from keras_koopman.analysis import analyze_series
 from keras_koopman.cli import main as cli_main
-from keras_koopman.trajectory import RecordLockedError, TrainingTrajectory, TrajectoryStore
+from keras_koopman.trajectory import (
+    RecordLockedError,
+    TrainingTrajectory,
+    TrajectoryStore,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 6
@@ -335,11 +339,23 @@ def test_a_failed_append_leaves_the_record_valid_and_the_store_usable(tmp_path, 
     assert loaded.scalars["loss"][0].tolist() == [1, 2, 3, 4, 5]
 
 
-def test_interrupted_truncate_leaves_a_valid_record(tmp_path):
-    """truncate cuts the index before the rows: a crash in between leaves extra row bytes."""
+def test_truncate_cuts_the_index_and_never_shrinks_the_mapped_rows(tmp_path):
+    """A view of the rows taken before a cut stays readable (a shrunk file would raise SIGBUS)."""
     folder = make_record(tmp_path / "rec")
-    _truncate("weights.idx", lambda p: 3 * ENTRY)(folder)
+    store = TrajectoryStore.reopen(folder, n_features=N)
+    view = store.weights()
+    size = (folder / "weights.bin").stat().st_size
+    store.truncate(2.0)
+    assert (folder / "weights.idx").stat().st_size == 3 * ENTRY
+    assert (folder / "weights.bin").stat().st_size == size
     assert TrainingTrajectory.load(folder).weight_epochs.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(view[:, 4], row(4))
+    store.append_weights(3.0, row(30))
+    store.close()
+    np.testing.assert_array_equal(view[:, 3], row(30))  # overwritten in place
+    loaded = TrainingTrajectory.load(folder)
+    assert loaded.weight_epochs.tolist() == [0, 1, 2, 3]
+    np.testing.assert_array_equal(loaded.weights[:, 3], row(30))
 
 
 def test_truncate_is_explicit_and_cuts_every_series(tmp_path):
@@ -532,7 +548,7 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(tmp_path):
     folder, n, kills = tmp_path / "rec", 1_000, int(os.environ.get("KK_KILLS", "60"))
     script = WRITER.format(root=str(ROOT), n=n, folder=str(folder))
     rng = random.Random(1234)
-    rows, torn, cut_short, acks, acked = 0, 0, 0, 0, -1.0
+    rows, torn, cut_short, acks, acked, in_flight = 0, 0, 0, 0, -1.0, 0
     for k in range(kills):
         proc = subprocess.Popen([sys.executable, "-c", script, str(k)], stdout=subprocess.PIPE,
                                 text=True)
@@ -555,7 +571,12 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(tmp_path):
             assert rows == 0 and "ack" not in out
             continue
         rows = _check_after_kill(folder, n, low, max(found, acked) + 1)
-        torn += (folder / "weights.bin").stat().st_size != rows * 4 * n
-    print(f"{kills} kills, {acks} acknowledged appends, {rows} rows at the end, "
-          f"{torn} kills left a torn or unindexed row, {cut_short} interrupted a truncate")
+        in_flight += rows - 1 > max(found, acked)  # the row being written when killed survived
+        sizes = [(folder / name).stat().st_size for name in ("weights.bin", "weights.idx")]
+        torn += sizes[0] % (4 * n) != 0 or sizes[1] % ENTRY != 0 or any(
+            not (folder / name).read_bytes().endswith(b"\n") for name in ("scalars.jsonl",
+                                                                          "analyses.jsonl")
+            if (folder / name).stat().st_size)
+    print(f"{kills} kills, {acks} acknowledged appends, {rows} rows at the end, {in_flight} kills "
+          f"after a row was indexed but not acknowledged, {torn} kills left a torn row, entry or line, {cut_short} interrupted a truncate")
     assert kills >= 50 and rows > 0
