@@ -26,13 +26,14 @@ file (and the epoch or line).  What a killed writer leaves — a torn last entry
 is ignored, and dealt with only when the next one is appended (cut; in ``weights.bin``,
 overwritten): a killed process loses at most what it was writing.  ``weights.bin`` never
 shrinks, so memory-mapped views of its rows (:meth:`TrajectoryStore.weights`,
-:attr:`TrainingTrajectory.weights`) stay valid; bytes past the last indexed row are ignored.  Format version 1 (rows counted in ``trajectory.json``, rewritten every epoch,
-no checksums) is read with the same checks and can be copied (:meth:`TrajectoryStore.save`),
-not continued.
+:attr:`TrainingTrajectory.weights`) stay valid; bytes past the last indexed row are ignored.
+Format version 1 (rows counted in ``trajectory.json``, rewritten every epoch, no checksums)
+is read with the same checks and can be copied (:meth:`TrajectoryStore.save`), not continued.
+float16, bfloat16 and float8 weights are stored as float32.
 
 A record is never truncated or deleted unless asked: creating a store in a folder that holds
 one raises ``FileExistsError`` unless ``overwrite=True``; :meth:`TrajectoryStore.reopen`
-changes nothing on disk; :meth:`TrajectoryStore.truncate` is the explicit cut that
+changes no file of the record; :meth:`TrajectoryStore.truncate` is the explicit cut that
 ``KoopmanMonitor(resume=True)`` uses.  One writer per folder: a second one (another process)
 gets :class:`RecordLockedError` naming the holder.
 """
