@@ -123,6 +123,8 @@ class TrajectoryStore:
         lock and never writes (non-chief workers).  Cost: reads and validates the record once,
         ``O(n T)``.
         """
+        if not isinstance(writable, bool):
+            raise TypeError(f"writable must be True or False; got {writable!r}")
         folder, dtype = Path(path), storage_dtype(dtype)
         metadata = _checked_metadata(metadata)
 

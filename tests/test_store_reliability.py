@@ -396,6 +396,8 @@ def test_store_arguments_are_checked():
         TrajectoryStore(N, metadata={"f": object()})
     with pytest.raises(TypeError, match="overwrite must be True or False"):
         TrajectoryStore(N, overwrite="yes")
+    with pytest.raises(TypeError, match="writable must be True or False"):
+        TrajectoryStore.reopen("anywhere", n_features=N, writable="no")
     assert len(store) == 1
 
 
