@@ -57,10 +57,10 @@ _EXPORTS = {
     "TrialPruning": "keras_koopman.tuner",
     "koopman_forecast": "keras_koopman.tuner",
     "with_koopman_pruning": "keras_koopman.tuner",
-    # weight pruning (sparsification)
-    "apply_masks": "keras_koopman.magnitude_pruning",
-    "koopman_magnitude_masks": "keras_koopman.magnitude_pruning",
-    "magnitude_masks": "keras_koopman.magnitude_pruning",
+    # sparsification of weights (masks; "pruning" names trial pruning only)
+    "apply_masks": "keras_koopman.sparsity",
+    "koopman_magnitude_masks": "keras_koopman.sparsity",
+    "magnitude_masks": "keras_koopman.sparsity",
     # Sobolev losses and model
     "SobolevLoss1": "keras_koopman.losses",
     "SobolevLoss2": "keras_koopman.losses",

@@ -341,9 +341,9 @@ def fixed_point_estimate(monitor: KoopmanMonitor, analysis: KoopmanAnalysis | No
     persistent part at the end of the window, ``Re Σ_{|λ_j − 1| <= δ} φ_j α_j λ_j^{t_end}``,
     divided by its constant-observable coordinate (1 on the data) when the constant is
     recorded.  For gradient descent on a quadratic it is the minimiser (tested); at
-    convergence it is the current weights, which is why pruning by its magnitudes (Redman et
+    convergence it is the current weights, which is why sparsifying by its magnitudes (Redman et
     al., ICLR 2022; :func:`~keras_koopman.koopman_magnitude_masks`) reduces to magnitude
-    pruning there.  Returns float64 of shape ``(n_weights,)``.  Cost: ``O(n T k)``.
+    sparsification there.  Returns float64 of shape ``(n_weights,)``.  Cost: ``O(n T k)``.
 
     Raises:
         RuntimeError: with a sketch (``max_dim``), which does not map back to weights; when

@@ -79,7 +79,7 @@ class PruningRule(enum.IntEnum):
 
 
 _RULE_TEXT = {
-    PruningRule.POOR_INITIALIZATION: "Koopman poor-initialisation rule",
+    PruningRule.POOR_INITIALIZATION: "loss rule (poor start)",
     PruningRule.FORECAST: "Koopman forecast of the objective",
     PruningRule.NONFINITE: "non-finite loss or weights",
 }

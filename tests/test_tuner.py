@@ -290,7 +290,7 @@ def test_search_completes_pruned_trials_with_a_score(tmp_path):
         tuner.results_summary(num_trials=6)
     text = out.getvalue()
     assert "5 of 6 trials pruned" in text
-    assert "pruned after 4 epochs by the Koopman poor-initialisation rule" in text
+    assert "pruned after 4 epochs by the loss rule (poor start)" in text
 
 
 class EpochsPerRate(SpectralGridSearch):

@@ -1,8 +1,8 @@
-"""Koopman magnitude pruning (Redman et al., "An operator theoretic view on pruning deep neural
+"""Koopman magnitude sparsification (Redman et al., "An operator theoretic view on pruning deep neural
 networks", ICLR 2022).
 
-Magnitude pruning removes the weights of smallest absolute value from a trained network.
-Koopman magnitude pruning ranks the weights instead by the magnitude of the fixed point that the
+Magnitude sparsification removes the weights of smallest absolute value from a trained network.
+Koopman magnitude sparsification ranks the weights instead by the magnitude of the fixed point that the
 Koopman spectrum of the weight trajectory predicts (the ``λ ≈ 1`` modes,
 :meth:`KoopmanMonitor.fixed_point_estimate <keras_koopman.KoopmanMonitor.fixed_point_estimate>`),
 so it can be applied before training has converged; at convergence the fixed point is the

@@ -1,4 +1,4 @@
-"""Koopman magnitude pruning: the fixed-point estimate, masks, and their equivalence to magnitude
+"""Koopman magnitude sparsification: the fixed-point estimate, masks, and their equivalence to magnitude
 pruning at convergence."""
 
 import keras
@@ -43,7 +43,7 @@ def test_fixed_point_estimate_is_the_minimiser_long_before_convergence(early):
 
 
 def test_koopman_masks_prune_the_converged_network_early(early):
-    """KMP at epoch 20 gives the masks that magnitude pruning of the minimiser gives; magnitude
+    """KMP at epoch 20 gives the masks that magnitude sparsification of the minimiser gives; magnitude
     pruning of the current weights does not."""
     model, monitor, solution = early
     for sparsity in (0.2, 0.4, 0.6):
