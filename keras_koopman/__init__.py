@@ -35,6 +35,8 @@ _EXPORTS = {
     "analyze_weights": "keras_koopman.analysis",
     "SparseSignSketch": "keras_koopman.sketch",
     "TrainingTrajectory": "keras_koopman.trajectory",
+    "TrajectoryStore": "keras_koopman.trajectory",
+    "RecordLockedError": "keras_koopman.trajectory",
     # Keras layer: recorder, monitor, decisions, restarts
     "KoopmanMonitor": "keras_koopman.monitor",
     "TrajectoryRecorder": "keras_koopman.recorder",

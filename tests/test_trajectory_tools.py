@@ -106,7 +106,7 @@ def test_analyze_series_drops_leading_nan_and_rejects_inner_nan():
     with pytest.raises(ValueError, match="at least 4"):
         analyze_series([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], observable="loss")
     with pytest.raises(ValueError, match="delays"):
-        analyze_series(*decaying_loss(), observable="loss", delays=39)
+        analyze_series(*decaying_loss(), observable="loss", options={"delays": 39})
 
 
 def test_analysis_dict_roundtrip_through_json():
@@ -121,6 +121,18 @@ def test_analysis_dict_roundtrip_through_json():
 def test_analyze_weights_checks_epoch_count(rng):
     with pytest.raises(ValueError, match="snapshots"):
         analyze_weights(rng.standard_normal((10, 5)), np.arange(4.0))
+
+
+def test_too_few_snapshots_is_the_one_condition_a_monitor_waits_out(rng):
+    from keras_koopman.analysis import NotEnoughSnapshots
+
+    with pytest.raises(NotEnoughSnapshots):
+        analyze_weights(rng.standard_normal((10, 2)), np.arange(2.0))
+    with pytest.raises(NotEnoughSnapshots):
+        analyze_series([1.0, 0.5, 0.25], [1.0, 2.0, 3.0], observable="loss")
+    with pytest.raises(ValueError) as caught:  # NaN inside a series is not "too few"
+        analyze_series([1.0, np.nan, 0.5, 0.25, 0.1], np.arange(1.0, 6.0), observable="loss")
+    assert not isinstance(caught.value, NotEnoughSnapshots)
 
 
 def test_memory_store_matches_disk_store(tmp_path, rng):
