@@ -5,22 +5,27 @@ the Koopman mode decomposition of its delay embedding (Hankel DMD_RRR; the paper
 ``f_t ≈ Σ_j φ_j λ_jᵗ α_j``, evaluated beyond the data):
 
 1. **Members.**  For every window ``W`` (the last ``W`` values) and delay depth ``L`` of a small
-   grid (:data:`DEFAULT_WINDOWS`, :data:`DEFAULT_DELAYS`, only pairs with ``W >= 2L``, so the
-   Hankel fit is overdetermined), :func:`~keras_koopman.koopman.dmd_rrr_series` gives Ritz
-   values λ_j with data-driven residuals.
+   grid (:data:`DEFAULT_WINDOWS`, :data:`DEFAULT_DELAYS`, only pairs whose Hankel fit is
+   overdetermined), :func:`~keras_koopman.koopman.dmd_rrr_series` of the window's increments
+   ``f_{t+1} − f_t`` (``increments=True``; the values themselves, centred, with ``False``)
+   gives Ritz values λ_j with data-driven residuals.  Increments have the eigenvalues of the
+   values except λ = 1, which step 3 adds, so no delay dimension is spent on the level.
 2. **Modes trusted.**  Pairs with residual above ``max_residual`` are dropped (spurious), and so
    are ``Re λ <= 0`` (sign-alternating noise); a growing mode ``|λ| > 1`` is handled by
    ``growth``: ``"clip"`` (default) puts it on the unit circle (a trend that stops growing),
-   ``"drop"`` removes it, ``"keep"`` keeps it.  A constant mode ``λ = 1`` is always added
-   (learning curves level off).
-3. **Amplitudes.**  The amplitudes ``φ_j α_j`` of the first Hankel row are refitted by least
-   squares of the window's values on the kept ``λ_jᵗ`` (a real basis for conjugate pairs), and
-   the sum is evaluated at the next ``horizon`` epochs.
-4. **Combination.**  The members are combined by the median (robust to one member that found a
-   spurious slow mode); their spread and the RMS of their in-sample fits give a scale
-   ``s_k = sqrt(spread_k² + rms² · k)`` at step ``k``, and the 80 % interval is
-   ``mean + [Q_LO, Q_HI] · s_k`` with constants calibrated once on the selection half of the
+   ``"drop"`` removes it, ``"keep"`` keeps it.
+3. **Amplitudes.**  A constant mode λ = 1 is added (learning curves level off), the amplitudes
+   ``φ_j α_j`` of ``1, λ_jᵗ`` (a real basis for conjugate pairs) are refitted by least squares
+   on the window's values, and the sum is evaluated at the next ``horizon`` epochs.
+4. **Combination.**  The members' forecasts are averaged (``combine="mean"``; ``"median"``);
+   their spread (MAD × 1.4826) and the median residual standard error σ of their fits give a
+   scale ``s_k = sqrt(spread_k² + σ² · k)`` at step ``k``, and the 80 % interval is
+   ``mean + [q_lo, q_hi] · s_k`` with the quantile pair of :data:`INTERVAL_QUANTILES` for the
+   bin of :data:`RATIO_EDGES` that holds ``k / n``, calibrated once on the selection half of the
    corpus of real learning curves (``scripts/bench_forecast.py``; ``docs/forecasting.md``).
+
+The defaults were chosen by measurement on the selection half of that corpus
+(``docs/forecasting.md``).
 
 Fallbacks (``CurveForecast.method``): a constant curve (peak-to-peak below ``1e-12`` of its
 level) is forecast as constant with a zero-width interval (``"constant"``); when no member can be
@@ -28,10 +33,10 @@ fitted the last value is used with the interval of a random walk with the curve'
 (``"last_value"``).  Non-finite values, too short curves and bad options raise ``ValueError`` or
 ``TypeError`` naming the parameter; the result never holds NaN.
 
-Cost per call: one DMD_RRR of an ``L × (W − L + 1)`` Hankel matrix per member (at most
-``len(DEFAULT_WINDOWS) · len(DEFAULT_DELAYS)`` = 8 members) plus an ``W × (k + 1)`` least-squares
-fit each; about a millisecond per member for curves of a few hundred epochs, measured in
-``docs/benchmarks.md``.  numpy/scipy only: no TensorFlow import.
+Cost per call: one DMD_RRR of an ``L × (W − L)`` Hankel matrix per member (at most
+``len(DEFAULT_WINDOWS) · len(DEFAULT_DELAYS)`` = 8 members) plus a ``W × (k + 1)`` least-squares
+fit each, ``O(W·L² + W·k²)`` per member: milliseconds per call for curves of tens of epochs
+(measured in ``docs/benchmarks.md``).  numpy/scipy only: no TensorFlow import.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ __all__ = [
     "DEFAULT_WINDOWS",
     "INTERVAL_QUANTILES",
     "MIN_LENGTH",
+    "RATIO_EDGES",
     "forecast_curve",
 ]
 
@@ -60,11 +66,14 @@ MIN_LENGTH = 4
 DEFAULT_DELAYS: tuple[int, ...] = (2, 3, 4, 6)
 #: Windows of the ensemble as fractions of the curve (the last ``ceil(f·n)`` values).
 DEFAULT_WINDOWS: tuple[float, ...] = (1.0, 0.5)
-#: Normalised-error quantiles (10 %, 90 %) giving the 80 % interval ``mean + q·s_k``;
-#: calibrated on the selection half of the corpus by scripts/bench_forecast.py.
-INTERVAL_QUANTILES: tuple[float, float] = (-1.0, 1.0)
+#: Upper edges of the horizon-to-length ratio bins ``k / n`` of :data:`INTERVAL_QUANTILES`.
+RATIO_EDGES: tuple[float, ...] = (1.5, 3.0, 6.0, math.inf)
+#: Normalised-error quantiles (10 %, 90 %) per ratio bin: at step ``k`` of a forecast from ``n``
+#: values the 80 % interval is ``mean + [q_lo, q_hi]·s_k`` with the pair of the bin holding
+#: ``k / n``.  Calibrated on the selection half of the corpus by scripts/bench_forecast.py.
+INTERVAL_QUANTILES: tuple[tuple[float, float], ...] = (
+    (-2.966, 1.166), (-5.525, 2.118), (-11.388, 3.009), (-682.982, 32.328))
 _GROWTH = ("clip", "drop", "keep")
-_COMBINE = ("median", "mean")
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,13 @@ class CurveForecast:
     members : tuple of (int, int)
         ``(window, delays)`` of each member that was fitted.
     fit_rms : float
-        Median RMS of the members' in-sample fits (the noise level the interval uses).
+        Median residual standard error of the members' in-sample fits (the noise level σ the
+        interval uses).
     spread : ndarray, shape (horizon,)
         Spread (median absolute deviation × 1.4826) of the members' forecasts.
+
+    The interval is calibrated on held-apart data, not a Bayesian posterior: see
+    ``docs/forecasting.md`` for its measured coverage.
     """
 
     mean: np.ndarray
@@ -123,9 +136,10 @@ def forecast_curve(
     window: int | Sequence[int] | None = None,
     max_residual: float = 0.5,
     growth: str = "clip",
-    combine: str = "median",
+    combine: str = "mean",
     oscillations: bool = True,
-    increments: bool = False,
+    increments: bool = True,
+    transform: str = "none",
     bounds: tuple[float | None, float | None] | None = None,
     quantiles: tuple[float, float] | None = None,
 ) -> CurveForecast:
@@ -157,11 +171,15 @@ def forecast_curve(
     increments : bool
         Take the eigenvalues from the Hankel DMD of the increments ``f_{t+1} − f_t`` (the same
         λ except the constant, which is added anyway) instead of the values.
+    transform : {"none", "log"}
+        ``"log"`` forecasts ``log(values)`` and maps the forecast and its interval back with
+        ``exp`` (multiplicative decay; needs positive values, e.g. a loss).
     bounds : (lower, upper), optional
         Clip the forecast and its interval into this range (``None`` for an open side), e.g.
         ``(0, None)`` for a loss and ``(0, 1)`` for an accuracy.
     quantiles : (q_lo, q_hi), optional
-        Normalised-error quantiles of the interval (default :data:`INTERVAL_QUANTILES`).
+        Normalised-error quantiles of the interval at every step (default: the pair of
+        :data:`INTERVAL_QUANTILES` for the bin of :data:`RATIO_EDGES` holding ``k / n``).
 
     Returns
     -------
@@ -188,13 +206,31 @@ def forecast_curve(
         raise ValueError(f"max_residual must be a positive number; got {max_residual!r}")
     if growth not in _GROWTH:
         raise ValueError(f"growth must be one of {_GROWTH}; got {growth!r}")
-    if combine not in _COMBINE:
-        raise ValueError(f"combine must be one of {_COMBINE}; got {combine!r}")
+    if combine not in ("median", "mean"):
+        raise ValueError(f"combine must be 'median' or 'mean'; got {combine!r}")
     for flag, flag_name in ((oscillations, "oscillations"), (increments, "increments")):
         if not isinstance(flag, bool):
             raise TypeError(f"{flag_name} must be a bool; got {flag!r}")
+    if transform not in ("none", "log"):
+        raise ValueError(f"transform must be 'none' or 'log'; got {transform!r}")
+    if transform == "log":
+        if np.any(y <= 0):
+            raise ValueError("values must be positive with transform='log'")
+        fc = forecast_curve(np.log(y), horizon, delays=delays, window=window,
+                            max_residual=max_residual, growth=growth, combine=combine,
+                            oscillations=oscillations, increments=increments,
+                            quantiles=quantiles)
+        return _result(np.exp(fc.mean), np.exp(fc.lower), np.exp(fc.upper), fc.method,
+                       list(zip(fc.eigenvalues, fc.residuals)), fc.fit_rms, fc.spread,
+                       *_check_bounds(bounds), fc.members)
     lo_bound, hi_bound = _check_bounds(bounds)
-    q_lo, q_hi = _check_quantiles(INTERVAL_QUANTILES if quantiles is None else quantiles)
+    steps = np.arange(1, horizon + 1, dtype=np.float64)
+    if quantiles is None:
+        table = np.asarray(INTERVAL_QUANTILES, dtype=np.float64)[
+            np.searchsorted(RATIO_EDGES, steps / n)]
+        q_lo, q_hi = table[:, 0], table[:, 1]
+    else:
+        q_lo, q_hi = _check_quantiles(quantiles)
 
     level = max(1.0, float(np.max(np.abs(y))))
     if float(np.ptp(y)) <= 1e-12 * level:
@@ -215,7 +251,6 @@ def forecast_curve(
             eigs.append(member[1])
             rms.append(member[2])
             members.append((w, L))
-    steps = np.arange(1, horizon + 1, dtype=np.float64)
     if not forecasts:
         step_rms = float(np.sqrt(np.mean(np.diff(y) ** 2)))
         scale = step_rms * np.sqrt(steps)
@@ -266,7 +301,8 @@ def _member(tail: np.ndarray, delays: int, horizon: int, max_residual: float, gr
     fitted = basis @ coef
     if not np.all(np.isfinite(fitted)):
         return None
-    fit_rms = float(np.sqrt(np.mean((fitted[:w] - tail) ** 2)))
+    # residual standard error: degrees of freedom w − (number of basis functions), at least 1
+    fit_rms = float(np.sqrt(np.sum((fitted[:w] - tail) ** 2) / max(w - basis.shape[1], 1)))
     kept = np.asarray(basis_lam, dtype=np.complex128)
     kept_res = np.concatenate([[0.0], [r for z, r in zip(lam, res)
                                         if z.imag >= 0 and abs(z - 1.0) > 1e-9]])

@@ -19,7 +19,7 @@ clipped to [0, ∞) for a loss and [0, 1] for an accuracy.  Tables are for the *
 Usage (from the repository root)::
 
     python scripts/bench_forecast.py                       # held-out tables to stdout
-    python scripts/bench_forecast.py --select              # Koopman settings grid, selection half
+    python scripts/bench_forecast.py --select              # settings grid, selection half
     python scripts/bench_forecast.py --doc docs/benchmarks.md --figures docs/figures
 
 Baseline forecasts are cached in ``--cache`` (JSON, keyed by run, metric, fraction and method) so
@@ -46,7 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curve_baselines import BASELINES  # noqa: E402
 from make_curves import read_corpus  # noqa: E402
 
-from keras_koopman.forecast import INTERVAL_QUANTILES, MIN_LENGTH, forecast_curve  # noqa: E402
+from keras_koopman.forecast import (  # noqa: E402
+    INTERVAL_QUANTILES,
+    MIN_LENGTH,
+    RATIO_EDGES,
+    forecast_curve,
+)
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 METRICS = {"val_loss": False, "val_accuracy": True}  # name -> larger is better
@@ -68,6 +73,15 @@ SELECT_GRID = {
     "real modes": {"oscillations": False},
     "increments": {"increments": True},
     "increments, real": {"increments": True, "oscillations": False},
+    "log (loss only)": {"transform": "log"},
+    "increments, log (loss only)": {"increments": True, "transform": "log"},
+    "incr, delays 2,3": {"increments": True, "delays": (2, 3)},
+    "incr, delays 2..8": {"increments": True, "delays": (2, 3, 4, 6, 8)},
+    "incr, window 1.0": {"increments": True, "windows": (1.0,)},
+    "incr, window 1.0,0.7,0.4": {"increments": True, "windows": (1.0, 0.7, 0.4)},
+    "incr, combine mean": {"increments": True, "combine": "mean"},
+    "incr, growth drop": {"increments": True, "growth": "drop"},
+    "incr, max_residual 0.01": {"increments": True, "max_residual": 0.01},
 }
 
 
@@ -91,6 +105,8 @@ def koopman_method(settings: dict):
 
     def method(y, h, increasing):
         kwargs = dict(settings)
+        if increasing and kwargs.get("transform") == "log":
+            kwargs["transform"] = "none"  # log applies to losses only
         if fractions is not None:
             kwargs["window"] = tuple(sorted({max(MIN_LENGTH, math.ceil(f * y.size))
                                              for f in fractions}))
@@ -121,18 +137,23 @@ def predict_all(runs, methods: dict, cache: dict | None = None) -> list[dict]:
                     rows.append({"run_id": run["run_id"], "split": run["split"],
                                  "task": f"{run['dataset']}/{run['family']}", "metric": metric,
                                  "fraction": frac, "method": name, "pred": pred,
-                                 "scale": scale, "truth": float(curve[-1]), "cpu": cpu})
+                                 "scale": scale, "truth": float(curve[-1]), "cpu": cpu,
+                                 "bin": int(np.searchsorted(RATIO_EDGES,
+                                                            (budget - n_obs) / n_obs))})
     return rows
 
 
-def calibrate(rows) -> dict[str, tuple[float, float]]:
-    """Per method: the 10 % and 90 % quantiles of (truth − pred) / scale on the given rows."""
-    errors = defaultdict(list)
+def calibrate(rows) -> dict[str, tuple[tuple[float, float], ...]]:
+    """Per method and horizon-ratio bin (``RATIO_EDGES``): the 10 % and 90 % quantiles of
+    ``(truth − pred) / scale`` on the given rows (a bin without rows gets (0, 0))."""
+    errors = defaultdict(lambda: defaultdict(list))
     for r in rows:
         diff = r["truth"] - r["pred"]
-        errors[r["method"]].append(diff / r["scale"] if r["scale"] > 0
-                                   else (0.0 if diff == 0 else math.copysign(1e9, diff)))
-    return {m: (float(np.quantile(e, 0.1)), float(np.quantile(e, 0.9)))
+        errors[r["method"]][r["bin"]].append(
+            diff / r["scale"] if r["scale"] > 0
+            else (0.0 if diff == 0 else math.copysign(1e9, diff)))
+    return {m: tuple((float(np.quantile(e[b], 0.1)), float(np.quantile(e[b], 0.9)))
+                     if e[b] else (0.0, 0.0) for b in range(len(RATIO_EDGES)))
             for m, e in errors.items()}
 
 
@@ -144,7 +165,8 @@ def summarise(rows, quantiles) -> dict:
     out = {}
     for (method, metric, frac), group in groups.items():
         lo_b, hi_b = BOUNDS[metric]
-        q_lo, q_hi = quantiles[method]
+        q = np.asarray(quantiles[method])[[r["bin"] for r in group]]
+        q_lo, q_hi = q[:, 0], q[:, 1]
         pred = np.clip([r["pred"] for r in group], lo_b, hi_b)
         scale = np.array([r["scale"] for r in group])
         truth = np.array([r["truth"] for r in group])
@@ -181,23 +203,26 @@ def table(summary, metric: str, methods, fractions=FRACTIONS) -> str:
     return "\n".join(lines)
 
 
-def run_select(runs) -> None:
-    """Print the Koopman settings grid on the selection half."""
+def run_select(runs, cache: dict, grid: list[str]) -> None:
+    """Print the Koopman settings grid and the baselines on the selection half."""
     sel = [r for r in runs if r["split"] == "selection"]
-    methods = {name: koopman_method(s) for name, s in SELECT_GRID.items()}
-    rows = predict_all(sel, methods)
+    methods = {name: koopman_method(SELECT_GRID[name]) for name in grid}
+    rows = predict_all(sel, methods) + predict_all(sel, BASELINES, cache)
     quantiles = calibrate(rows)
     summary = summarise(rows, quantiles)
     for metric in METRICS:
         print(f"\n{metric} (selection half, {len(sel)} runs)")
-        print(table(summary, metric, list(SELECT_GRID)))
-    print("\nquantiles:", {m: tuple(round(v, 3) for v in q) for m, q in quantiles.items()})
+        print(table(summary, metric, [*grid, *BASELINES]))
+    print("\nquantiles per ratio bin:",
+          {m: [tuple(round(v, 3) for v in pair) for pair in q] for m, q in quantiles.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=REPO / "scripts/data/curves.jsonl.gz")
-    parser.add_argument("--select", action="store_true", help="Koopman settings grid only")
+    parser.add_argument("--select", nargs="*", metavar="SETTING",
+                        help="selection half only: these SELECT_GRID settings (default all) "
+                             "and the baselines")
     parser.add_argument("--cache", type=Path, default=REPO / "runs/bench_forecast_cache.json")
     parser.add_argument("--json", type=Path, help="write the summary here")
     parser.add_argument("--doc", type=Path, help="append the results section to this file")
@@ -205,12 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     runs, dropped = usable_runs(read_corpus(args.corpus))
-    if args.select:
-        run_select(runs)
-        return 0
     cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
-    baselines = predict_all(runs, BASELINES, cache)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
+    if args.select is not None:
+        run_select(runs, cache, args.select or list(SELECT_GRID))
+        args.cache.write_text(json.dumps(cache))
+        return 0
+    baselines = predict_all(runs, BASELINES, cache)
     args.cache.write_text(json.dumps(cache))
     koop = predict_all(runs, {"koopman": koopman_method({})})
     rows = baselines + koop
@@ -251,7 +277,9 @@ def report(summary, quantiles, n_held, n_runs, dropped) -> str:
         "Cells: MAE / median AE of the predicted final value / Spearman ρ between predicted and "
         "true final values within a task (data set × model family, mean over 6 tasks) / "
         "coverage of the 80 % interval (quantiles calibrated on the selection half: "
-        + ", ".join(f"{m} ({q[0]:.2f}, {q[1]:.2f})" for m, q in quantiles.items()) + ").",
+        "per horizon/observed ratio bin ≤1.5, ≤3, ≤6, >6, i.e. 50/30/20/10 % observed: "
+        + "; ".join(f"{m} " + ", ".join(f"({a:.2f}, {b:.2f})" for a, b in q)
+                    for m, q in quantiles.items()) + ").",
         "",
     ]
     for metric in METRICS:

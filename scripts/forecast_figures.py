@@ -28,7 +28,7 @@ def pick_examples(runs: list[dict]) -> dict[str, dict]:
     """Typical, slow, noisy and diverging held-out ``val_loss`` curves.
 
     diverging: largest ``final / min`` ratio; noisy: largest median |second difference| over the
-    range; slow: largest share of the total decrease that comes after 30 % of the budget (among
+    range among curves with a range of at least 0.3; slow: largest share of the total decrease that comes after 30 % of the budget (among
     curves that decrease by at least 0.5); typical: the curve closest to the median of that
     share among the curves that decrease by at least 0.5.
     """
@@ -43,7 +43,8 @@ def pick_examples(runs: list[dict]) -> dict[str, dict]:
 
     ids = list(curves)
     take("diverging", lambda i: curves[i][-1] / curves[i].min(), ids)
-    take("noisy", lambda i: np.median(np.abs(np.diff(curves[i], 2))) / np.ptp(curves[i]), ids)
+    moving = [i for i in ids if np.ptp(curves[i]) >= 0.3]
+    take("noisy", lambda i: np.median(np.abs(np.diff(curves[i], 2))) / np.ptp(curves[i]), moving)
 
     def late_share(i):
         y = curves[i]

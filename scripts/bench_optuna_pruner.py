@@ -1,0 +1,119 @@
+"""Replay the corpus of learning curves through real Optuna studies to measure pruners.
+
+Every task of the corpus (data set × model family) is one search space whose configurations are
+the task's runs in one half (selection or held-out).  For each search seed the runs are shuffled
+and fed, one trial per run, to ``optuna.create_study`` with the pruner under test: the objective
+reports the recorded ``val_loss`` of every epoch (``trial.report(value, epoch)``), stops when
+``trial.should_prune()`` says so, and otherwise returns the final ``val_loss``.  Measured per
+strategy: epochs run (share of the full budget), CPU of the epochs run (the recorded
+``epoch_cpu_s``), the pruner's own CPU (``process_time`` of the whole replay minus that of a
+no-pruning replay), and the regret: best final ``val_loss`` among COMPLETE trials minus the best
+final value of the task (0 = the task's best run was kept).
+
+Strategies: no pruning; Optuna's ``MedianPruner(n_startup_trials=5, n_warmup_steps=5)``;
+:class:`keras_koopman.optuna_pruning.KoopmanPruner` with reference rank ``k`` in ``--ks``.
+Runs whose curves are not finite for the whole budget are left out (as in bench_forecast.py).
+
+Usage::
+
+    python scripts/bench_optuna_pruner.py --half selection      # choose k
+    python scripts/bench_optuna_pruner.py --half held-out       # report
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_forecast import usable_runs  # noqa: E402
+from make_curves import read_corpus  # noqa: E402
+
+from keras_koopman.optuna_pruning import KoopmanPruner  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def replay(runs: list[dict], pruner, seed: int) -> dict:
+    """One search over ``runs`` (shuffled by ``seed``) with ``pruner``."""
+    order = np.random.default_rng(seed).permutation(len(runs))
+    study = optuna.create_study(direction="minimize", pruner=pruner,
+                                sampler=optuna.samplers.RandomSampler(seed=seed))
+    stats = {"epochs": 0, "train_cpu": 0.0}
+
+    def objective(trial):
+        run = runs[order[trial.number]]
+        curve = run["val_loss"]
+        for epoch, value in enumerate(curve):
+            trial.report(value, epoch)
+            stats["epochs"] += 1
+            stats["train_cpu"] += run["epoch_cpu_s"][epoch]
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return curve[-1]
+
+    t0 = time.process_time()
+    study.optimize(objective, n_trials=len(runs))
+    stats["replay_cpu"] = time.process_time() - t0
+    finals = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    stats["regret"] = min(finals) - min(r["val_loss"][-1] for r in runs)
+    stats["full_epochs"] = sum(len(r["val_loss"]) for r in runs)
+    stats["full_cpu"] = sum(sum(r["epoch_cpu_s"]) for r in runs)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=REPO / "scripts/data/curves.jsonl.gz")
+    parser.add_argument("--half", choices=("selection", "held-out"), default="held-out")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5])
+    args = parser.parse_args(argv)
+
+    runs, _ = usable_runs(read_corpus(args.corpus))
+    tasks = defaultdict(list)
+    for r in runs:
+        if r["split"] == args.half:
+            tasks[f"{r['dataset']}/{r['family']}"].append(r)
+    n_steps = len(runs[0]["val_loss"])
+    strategies = {"none": lambda: optuna.pruners.NopPruner(),
+                  "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5,
+                                                                n_warmup_steps=5)}
+    for k in args.ks:
+        strategies[f"koopman k={k}"] = (
+            lambda k=k: KoopmanPruner(n_steps, k=k, n_startup_trials=max(3, k),
+                                      forecast_options={"bounds": (0.0, None)}))
+    totals = {name: defaultdict(float) for name in strategies}
+    regrets = {name: [] for name in strategies}
+    for task, task_runs in sorted(tasks.items()):
+        for seed in range(args.seeds):
+            for name, make in strategies.items():
+                stats = replay(task_runs, make(), seed)
+                for key, value in stats.items():
+                    totals[name][key] += value
+                regrets[name].append(stats["regret"])
+    none_cpu = totals["none"]["replay_cpu"]
+    print(f"{args.half} half: {sum(map(len, tasks.values()))} runs in {len(tasks)} tasks, "
+          f"{args.seeds} search seeds")
+    print("| strategy | epochs / full | training CPU / full | pruner CPU s | mean regret | "
+          "max regret | searches with regret 0 |")
+    print("|---|---|---|---|---|---|---|")
+    for name in strategies:
+        t = totals[name]
+        r = np.asarray(regrets[name])
+        print(f"| {name} | {t['epochs'] / t['full_epochs']:.3f} | "
+              f"{t['train_cpu'] / t['full_cpu']:.3f} | {max(t['replay_cpu'] - none_cpu, 0):.1f} | "
+              f"{r.mean():.4f} | {r.max():.4f} | {int(np.sum(r <= 1e-12))}/{r.size} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
