@@ -16,7 +16,9 @@ the Koopman mode decomposition of its delay embedding (Hankel DMD_RRR; the paper
    ``"drop"`` removes it, ``"keep"`` keeps it.
 3. **Amplitudes.**  A constant mode λ = 1 is added (learning curves level off), the amplitudes
    ``φ_j α_j`` of ``1, λ_jᵗ`` (a real basis for conjugate pairs) are refitted by least squares
-   on the window's values, and the sum is evaluated at the next ``horizon`` epochs.
+   on the window's values, and the sum is evaluated at the next ``horizon`` epochs.  No linear
+   trend is fitted: a λ = 1 of the increments coincides with the constant mode, so a curve
+   with constant increments is forecast flat (no linear extrapolation of real curves).
 4. **Combination.**  The members' forecasts are averaged (``combine="mean"``; ``"median"``);
    their spread (MAD × 1.4826) and the median residual standard error σ of their fits give a
    scale ``s_k = sqrt(spread_k² + σ² · k)`` at step ``k``, and the 80 % interval is

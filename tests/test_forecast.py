@@ -136,3 +136,22 @@ def test_module_does_not_import_tensorflow():
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_log_transform_and_value_dmd_are_exact_on_their_models():
+    t = np.arange(30, dtype=np.float64)
+    y = np.exp(0.5 + 0.8 * np.exp(-0.2 * t))      # its log is a level plus one decaying mode
+    fc = forecast_curve(y[:10], 20, transform="log")
+    np.testing.assert_allclose(fc.mean, y[10:], rtol=1e-9)
+    z = _curve(30)
+    values_dmd = forecast_curve(z[:15], 15, increments=False, delays=(3, 4))
+    np.testing.assert_allclose(values_dmd.mean, z[15:], atol=1e-7)
+    with pytest.raises(ValueError, match="values"):
+        forecast_curve(np.array([1.0, 0.5, 0.0, -0.1, -0.2]), 3, transform="log")
+    with pytest.raises(ValueError, match="transform"):
+        forecast_curve(y[:10], 3, transform="sqrt")
+
+
+def test_linear_trend_is_not_extrapolated():
+    fc = forecast_curve(5.0 - 0.1 * np.arange(10.0), 20)
+    np.testing.assert_allclose(fc.mean, fc.mean[0])   # flat: λ = 1 of the increments is the level

@@ -42,21 +42,21 @@ def _run(pruner, curves, direction="minimize"):
 
 
 def test_prunes_a_clearly_bad_curve_and_keeps_a_good_one():
-    good = [_curve(0.2 + 0.02 * i, 0.2, 0.005, i) for i in range(3)]
+    good = [_curve(0.2 + 0.02 * i, 0.2, 0.005, i) for i in range(5)]   # k = 5 by default
     bad = _curve(1.5, 0.2, 0.005, 10)          # levels off far above the good ones
     better = _curve(0.1, 0.2, 0.005, 11)        # a new best
-    study, ran = _run(KoopmanPruner(N_STEPS, n_startup_trials=3), good + [bad, better])
+    study, ran = _run(KoopmanPruner(N_STEPS), good + [bad, better])
     states = [t.state for t in study.trials]
-    assert states[3] == optuna.trial.TrialState.PRUNED
-    assert ran[3] <= 10
-    assert states[4] == optuna.trial.TrialState.COMPLETE
-    assert all(s == optuna.trial.TrialState.COMPLETE for s in states[:3])
+    assert states[5] == optuna.trial.TrialState.PRUNED
+    assert ran[5] <= 10
+    assert states[6] == optuna.trial.TrialState.COMPLETE
+    assert all(s == optuna.trial.TrialState.COMPLETE for s in states[:5])
 
 
 def test_maximize_direction():
     good = [1.0 - _curve(0.1 + 0.01 * i, 0.2, 0.003, i) / 3 for i in range(3)]
     bad = 1.0 - _curve(1.8, 0.2, 0.003, 7) / 3
-    study, _ = _run(KoopmanPruner(N_STEPS), good + [bad], direction="maximize")
+    study, _ = _run(KoopmanPruner(N_STEPS, k=3), good + [bad], direction="maximize")
     assert study.trials[3].state == optuna.trial.TrialState.PRUNED
 
 
@@ -64,16 +64,16 @@ def test_slow_but_promising_curve_is_not_pruned():
     good = [_curve(0.5 + 0.02 * i, 0.3, 0.003, i) for i in range(3)]
     t = np.arange(N_STEPS, dtype=np.float64)
     slow = 0.1 + 2.5 * np.exp(-0.08 * t)        # high early, ends better than the others
-    study, ran = _run(KoopmanPruner(N_STEPS), good + [slow])
+    study, ran = _run(KoopmanPruner(N_STEPS, k=3), good + [slow])
     assert study.trials[3].state == optuna.trial.TrialState.COMPLETE
     assert ran[3] == N_STEPS
 
 
 def test_no_pruning_before_startup_trials_or_warmup():
     curves = [_curve(0.2, 0.2, 0.005, 0), _curve(1.5, 0.2, 0.005, 1)]
-    study, _ = _run(KoopmanPruner(N_STEPS, n_startup_trials=2), curves)
+    study, _ = _run(KoopmanPruner(N_STEPS, k=1, n_startup_trials=2), curves)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    pruner = KoopmanPruner(N_STEPS, n_startup_trials=1, n_warmup_steps=N_STEPS)
+    pruner = KoopmanPruner(N_STEPS, k=1, n_startup_trials=1, n_warmup_steps=N_STEPS)
     study, _ = _run(pruner, curves)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
@@ -82,9 +82,9 @@ def test_nonfinite_value_prunes_and_can_be_turned_off():
     curves = [_curve(0.2 + 0.01 * i, 0.2, 0.005, i) for i in range(3)]
     diverged = _curve(0.2, 0.2, 0.005, 5)
     diverged[3:] = np.nan
-    study, ran = _run(KoopmanPruner(N_STEPS), curves + [diverged])
+    study, ran = _run(KoopmanPruner(N_STEPS, k=3), curves + [diverged])
     assert study.trials[3].state == optuna.trial.TrialState.PRUNED and ran[3] == 4
-    study, _ = _run(KoopmanPruner(N_STEPS, prune_nonfinite=False), curves + [diverged])
+    study, _ = _run(KoopmanPruner(N_STEPS, k=3, prune_nonfinite=False), curves + [diverged])
     assert study.trials[3].state != optuna.trial.TrialState.PRUNED
 
 
