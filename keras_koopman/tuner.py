@@ -31,7 +31,9 @@ distributed mode; ``trial.message``, also set, does not).  See ``docs/tuner.md``
 from __future__ import annotations
 
 import enum
+import inspect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import keras
@@ -40,9 +42,9 @@ import numpy as np
 
 from keras_koopman._messages import say
 from keras_koopman._threads import one_blas_thread
-from keras_koopman.analysis import KoopmanAnalysis, analyze_series
+from keras_koopman.analysis import KoopmanAnalysis
 from keras_koopman.decisions import loss_ratio_reason
-from keras_koopman.koopman import AnalysisOptions
+from keras_koopman.forecast import CurveForecast, forecast_curve
 from keras_koopman.recorder import TrajectoryRecorder
 from keras_koopman.reinit import reinitialize
 
@@ -129,20 +131,27 @@ def koopman_forecast(analysis: KoopmanAnalysis, epochs) -> np.ndarray:
 #: First completed epoch at which the forecast rule may prune (a Hankel analysis needs 4 values).
 FORECAST_FROM = 4
 
+_FORECAST_READINGS = (None, "interval", "mean")
+#: keyword arguments of forecast_curve that ``forecast_options`` may set
+_FORECAST_OPTIONS = frozenset(inspect.signature(forecast_curve).parameters) - {"values", "horizon"}
+
 
 class KoopmanPruning(keras.callbacks.Callback):
     """Stop a training run (a tuner trial) that is not worth finishing.
 
     Records the training loss and the objective every epoch with a
     :class:`~keras_koopman.TrajectoryRecorder` (scalars only: the per-epoch cost is a few
-    floats, an analysis ``O(T³)`` for ``T`` epochs) and prunes, after ``start_from_epoch`` epochs, when
+    floats and one :func:`~keras_koopman.forecast_curve`, milliseconds) and prunes, after
+    ``start_from_epoch`` epochs, when
 
     1. **loss rule**: the training loss is still at least ``loss_ratio`` times its first value
        (:func:`~keras_koopman.decisions.loss_ratio_reason`; 0.9 was chosen by
        ``scripts/bench_pruning.py``), or a value is NaN/inf; or
-    2. **forecast**: the Koopman forecast of the objective (Hankel DMD_RRR of its curve, the
-       KMD of the paper's Eq. (2) continued in time) promises nothing within ``margin`` of the
-       best completed trial (``reference``) before the end of the budget.
+    2. **forecast**: the Koopman forecast of the objective (:func:`~keras_koopman.forecast_curve`:
+       Hankel DMD_RRR of its curve, the KMD of the paper's Eq. (2) continued in time) promises
+       nothing within ``margin`` of the best completed trial (``reference``) before the end of
+       the budget.  ``forecast="interval"`` reads the promise as the optimistic end of the
+       forecast's 80 % interval, ``"mean"`` as its point forecast.
 
     With ``restarts``, the loss rule re-draws the weights (:func:`~keras_koopman.reinitialize`,
     seeds ``restart_seed, restart_seed + 1, …``) that many times before it prunes.  Every epoch
@@ -158,14 +167,16 @@ class KoopmanPruning(keras.callbacks.Callback):
             ``start_from_epoch``, 0-based; at least 1, since the loss rule compares with the
             first epoch); the forecast rule waits for 4 values.
         margin: Relative margin of the forecast rule: prune when the best of the observed
-            values and the forecast is worse than ``reference ± margin·|reference|``.
+            values and the forecast's promise is worse than ``reference ± margin·|reference|``.
         reference: Objective of the best completed trial; ``None`` turns the forecast rule off
             (a tuner fills it in for every trial).
         loss_ratio: Threshold of the loss rule in (0, 1]; ``None`` turns it off.
-        forecast: Use the forecast rule.
+        forecast: ``"interval"`` or ``"mean"`` (what the forecast rule reads, see above), or
+            ``None`` to turn the rule off.
         restarts: Re-draws of the weights before the loss rule prunes.
         restart_seed: Seed of the first re-draw.
-        options: The :class:`~keras_koopman.AnalysisOptions` of the forecast's analysis.
+        forecast_options: Keyword arguments of :func:`~keras_koopman.forecast_curve`
+            (``delays``, ``window``, ``max_residual``, ``quantiles``, ...; default its own).
         verbose: 1 prints a line when the run is pruned.
 
     Example:
@@ -184,8 +195,8 @@ class KoopmanPruning(keras.callbacks.Callback):
     def __init__(self, objective: str | None = None, *, direction: str = "min",
                  start_from_epoch: int = 1,
                  margin: float = 0.1, reference: float | None = None,
-                 loss_ratio: float | None = 0.9, forecast: bool = True, restarts: int = 0,
-                 restart_seed: int = 1, options: AnalysisOptions | None = None,
+                 loss_ratio: float | None = 0.9, forecast: str | None = "interval",
+                 restarts: int = 0, restart_seed: int = 1, forecast_options: Mapping | None = None,
                  verbose: int = 0) -> None:
         super().__init__()
         if objective is not None and (not isinstance(objective, str) or not objective):
@@ -206,8 +217,13 @@ class KoopmanPruning(keras.callbacks.Callback):
                                        or not isinstance(loss_ratio, (int, float))
                                        or not 0 < loss_ratio <= 1):
             raise ValueError(f"loss_ratio must be a number in (0, 1] or None; got {loss_ratio!r}")
-        if not isinstance(forecast, bool):
-            raise TypeError(f"forecast must be True or False; got {forecast!r}")
+        if forecast not in _FORECAST_READINGS:
+            raise ValueError(f"forecast must be one of {_FORECAST_READINGS}; got {forecast!r}")
+        forecast_options = dict(forecast_options or {})
+        unknown = sorted(set(forecast_options) - _FORECAST_OPTIONS)
+        if unknown:
+            raise ValueError(f"forecast_options: unknown keys {unknown}; expected some of "
+                             f"{sorted(_FORECAST_OPTIONS)}")
         if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
             raise ValueError(f"restarts must be an integer >= 0; got {restarts!r}")
         if isinstance(restart_seed, bool) or not isinstance(restart_seed, int):
@@ -221,7 +237,7 @@ class KoopmanPruning(keras.callbacks.Callback):
         self.forecast = forecast
         self.restarts = restarts
         self.restart_seed = restart_seed
-        self.options = AnalysisOptions.coerce(options)
+        self.forecast_options = forecast_options
         self.verbose = int(verbose)
         self.recorder = TrajectoryRecorder(("loss", self.objective_name), weights=False)
         self._clear()
@@ -237,7 +253,7 @@ class KoopmanPruning(keras.callbacks.Callback):
                 "margin": self.margin, "reference": self.reference,
                 "loss_ratio": self.loss_ratio, "forecast": self.forecast,
                 "restarts": self.restarts, "restart_seed": self.restart_seed,
-                "options": self.options.get_config(), "verbose": self.verbose}
+                "forecast_options": dict(self.forecast_options), "verbose": self.verbose}
 
     def _clear(self) -> None:
         self.pruned = False
@@ -245,7 +261,7 @@ class KoopmanPruning(keras.callbacks.Callback):
         self.rule = PruningRule.NONE
         self.reason: str | None = None
         self.forecast_value = math.nan
-        self.analysis: KoopmanAnalysis | None = None  # the objective's latest analysis
+        self.forecast_result: CurveForecast | None = None  # the objective's latest forecast
 
     def on_train_begin(self, logs=None):
         self._clear()
@@ -291,25 +307,25 @@ class KoopmanPruning(keras.callbacks.Callback):
         return True
 
     def _forecast(self, done: int, budget: int) -> tuple[float, float]:
-        """(forecast at the budget's end, best forecast value over the epochs left)."""
-        epochs, values = self.recorder.scalar(self.objective_name)
-        if values.size < FORECAST_FROM:
+        """(point forecast at the budget's end, the promise over the epochs left)."""
+        _, values = self.recorder.scalar(self.objective_name)
+        if self.forecast is None or values.size < FORECAST_FROM:
             return math.nan, math.nan
         try:
             with one_blas_thread():
-                analysis = analyze_series(values, epochs, observable=self.objective_name,
-                                          options=self.options)
-            self.analysis = analysis
-            ahead = koopman_forecast(analysis, np.arange(done + 1, budget + 1))
-        except ValueError:  # no usable decomposition, or a growing mode overflows
+                result = forecast_curve(values, budget - done, **self.forecast_options)
+        except ValueError:  # too short, or no usable decomposition
             return math.nan, math.nan
-        if not np.all(np.isfinite(ahead)):
-            return math.nan, math.nan
-        best = ahead.min() if self.direction == "min" else ahead.max()
-        return float(ahead[-1]), float(best)
+        self.forecast_result = result
+        minimise = self.direction == "min"
+        if self.forecast == "mean":
+            promise = result.mean.min() if minimise else result.mean.max()
+        else:
+            promise = result.lower.min() if minimise else result.upper.max()
+        return float(result.mean[-1]), float(promise)
 
     def _forecast_condemns(self, done: int, best_ahead: float) -> bool:
-        if not self.forecast or self.reference is None or done <= self.start_from_epoch or done < FORECAST_FROM \
+        if self.forecast is None or self.reference is None or done <= self.start_from_epoch or done < FORECAST_FROM \
                 or not math.isfinite(best_ahead):
             return False
         _, observed = self.recorder.scalar(self.objective_name)

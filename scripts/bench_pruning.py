@@ -196,14 +196,17 @@ def keras_tuner_search(kind, args, seed, data, grid, workdir):
                                    args.threshold_fraction)]
     elif kind == "default":
         tuner = SpectralGridSearch(hypermodel, pruning=default_pruning(args), **common)
+    elif kind == "default-mean":  # the defaults with the forecast's point value as its promise
+        config = {**default_pruning(args).get_config(), "forecast": "mean"}
+        tuner = SpectralGridSearch(hypermodel, pruning=KoopmanPruning(**config), **common)
     elif kind == "hyperband":
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=3,
                                       hyperband_iterations=1, seed=seed, **common)
     else:
         # KoopmanPruning's rules from epoch --warmup on (done > start_from_epoch)
         pruning = KoopmanPruning(start_from_epoch=args.warmup - 1, margin=args.margin,
-                                 loss_ratio=None, forecast=kind in ("spectral", "forecast"),
-                                 options=SPECTRAL_OPTIONS)
+                                 loss_ratio=None,
+                                 forecast="interval" if kind in ("spectral", "forecast") else None)
         tuner = SpectralGridSearch(hypermodel, pruning=pruning, **common)
         if kind in ("spectral", "spectral-init"):
             # keras-tuner deep-copies the pair per trial (the copy keeps the link)
@@ -313,7 +316,8 @@ def main(argv=None):
     GRID_IN_USE = QUICK_GRID if args.quick else GRID
     strategies = ["none", "spectral", "hyperband", "median", "threshold", "default", "threshold2"]
     if args.strategies:
-        unknown = set(args.strategies) - set(strategies) - {"spectral-init", "forecast"}
+        unknown = set(args.strategies) - set(strategies) - {"spectral-init", "forecast",
+                                                            "default-mean"}
         if unknown:
             parser.error(f"--strategies: unknown {sorted(unknown)}")
         strategies = ["none"] + [k for k in args.strategies if k != "none"]
@@ -399,7 +403,7 @@ def spectral_vs_threshold(results, seeds, strategies):
         print(f"\npoor configurations caught by both spectral and threshold: {both}; "
               f"spectral only: {only_spectral}; threshold only: {only_threshold}")
     for kind in strategies:
-        if kind not in ("spectral", "default", "spectral-init", "forecast"):
+        if kind not in ("spectral", "default", "default-mean", "spectral-init", "forecast"):
             continue
         rules = {1: 0, 2: 0, 3: 0}
         poor_rules = {1: 0, 2: 0, 3: 0}

@@ -11,7 +11,8 @@ import pytest
 from training_problems import regression_problem
 
 from keras_koopman import (DEFAULT_OPTIONS, KoopmanMonitor, KoopmanPruning, TrainingTrajectory,
-                           analyze_series, analyze_weights, delay_embed, diagnose, dmd_rrr)
+                           analyze_series, analyze_weights, delay_embed, diagnose, dmd_rrr,
+                           forecast_curve)
 from keras_koopman.cli import main
 from keras_koopman.koopman import default_tol
 
@@ -28,7 +29,7 @@ def recorded(tmp_path_factory):
     model.compile(keras.optimizers.SGD(0.3 * eta), "mse")
     folder = tmp_path_factory.mktemp("entry") / "record"
     monitor = KoopmanMonitor(("weights", "loss", "val_loss"), analyze_at=(EPOCHS,), storage=folder)
-    pruning = KoopmanPruning("val_loss", loss_ratio=None, forecast=False)
+    pruning = KoopmanPruning("val_loss", loss_ratio=None, reference=1e9)  # never condemns
     history = model.fit(X, y, batch_size=8, epochs=EPOCHS, validation_data=(X[:32], y[:32]),
                         verbose=0, callbacks=[monitor, pruning])
     return folder, monitor, pruning, history
@@ -78,12 +79,12 @@ def test_curve_diagnostics_agree_everywhere(recorded, tmp_path, name):
     cli = json.loads(out.read_text())["analyses"][0]["diagnostics"]
     for other in (helper, engine):
         _same(live.diagnostics, other)
-    if name == "val_loss":  # the tuner's callback analysed its objective before the last epoch
-        tuner = pruning.analysis
-        count = int(tuner.last_epoch)
-        assert count == EPOCHS - 1
-        _same(tuner.diagnostics, analyze_series(values[:count], epochs[:count],
-                                                observable=name).diagnostics)
+    if name == "val_loss":  # the tuner's callback forecast its objective before the last epoch
+        tuner = pruning.forecast_result
+        expected = forecast_curve(values[:EPOCHS - 1], 1)
+        np.testing.assert_array_equal(tuner.mean, expected.mean)
+        np.testing.assert_array_equal(tuner.lower, expected.lower)
+        np.testing.assert_array_equal(tuner.upper, expected.upper)
     for key, value in live.diagnostics.as_logs("").items():
         assert float(cli[key]) == pytest.approx(value, rel=1e-7, abs=1e-9), key
 

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 from keras_koopman import (
-    AnalysisOptions,
     KoopmanMonitor,
     KoopmanPruning,
     PoorInitialization,
     PruningRule,
     SpectralGridSearch,
     analyze_series,
+    forecast_curve,
     koopman_forecast,
     with_koopman_pruning,
 )
@@ -98,14 +98,18 @@ def test_forecast_rule_prunes_only_against_a_better_reference():
     history = fit(0.01, slow)
     assert slow.rule is PruningRule.FORECAST and slow.pruned_epoch == 4
     assert len(history.epoch) == 4
-    # the logged forecast is the Hankel KMD of val_loss (default options) continued to the
-    # end of the budget
-    epochs, values = slow.recorder.scalar("val_loss")
+    # the logged forecast is forecast_curve of the recorded val_loss, to the end of the budget;
+    # the rule read the optimistic end of its 80 % interval
+    _, values = slow.recorder.scalar("val_loss")
     np.testing.assert_array_equal(values, history.history["val_loss"])
-    analysis = analyze_series(values, epochs, observable="val_loss")
-    expected = koopman_forecast(analysis, [EPOCHS])[0]
-    assert history.history["pruning_forecast"][-1] == pytest.approx(expected)
-    assert expected > 0.2 * 1.1
+    expected = forecast_curve(values, EPOCHS - len(values))
+    assert history.history["pruning_forecast"][-1] == pytest.approx(expected.mean[-1])
+    assert min(expected.lower.min(), values.min()) > 0.2 * 1.1
+
+    # the point-forecast reading prunes at least as early as the interval's optimistic end
+    mean = KoopmanPruning(start_from_epoch=3, reference=0.2, loss_ratio=None, forecast="mean")
+    fit(0.01, mean)
+    assert mean.rule is PruningRule.FORECAST and mean.pruned_epoch <= slow.pruned_epoch
 
     beaten = KoopmanPruning(start_from_epoch=3, reference=10.0, loss_ratio=None)
     history = fit(0.01, beaten)
@@ -179,7 +183,7 @@ def test_restart_redraws_a_dead_start_and_training_recovers():
     intact the new segment trains, so the run is not pruned."""
     model = relu_model(0.05)
     model.layers[0].bias.assign(np.full((8,), -10.0, dtype="float32"))  # the unlucky draw
-    callback = KoopmanPruning(start_from_epoch=3, restarts=1, restart_seed=7, forecast=False)
+    callback = KoopmanPruning(start_from_epoch=3, restarts=1, restart_seed=7, forecast=None)
     history = fit_model(model, callback, epochs=12)
     assert callback.recorder.restarts == 1 and not callback.pruned
     assert len(history.epoch) == 12
@@ -195,7 +199,7 @@ def test_restarts_used_up_then_pruned():
     """A bad initializer (every re-draw is dead too) at a healthy learning rate: one restart,
     then the next segment is judged afresh and pruned."""
     model = relu_model(0.05, dead_bias=True)
-    callback = KoopmanPruning(start_from_epoch=3, restarts=1, restart_seed=7, forecast=False)
+    callback = KoopmanPruning(start_from_epoch=3, restarts=1, restart_seed=7, forecast=None)
     history = fit_model(model, callback, epochs=12)
     assert callback.recorder.restarts == 1
     assert callback.pruned_epoch == 8  # 4 epochs, restart, 4 more epochs judged afresh
@@ -209,12 +213,13 @@ def test_restarts_used_up_then_pruned():
 
 
 def test_callback_configuration_and_errors():
-    options = AnalysisOptions(delta=0.02, tol=1e-6)
+    options = {"delays": (2, 3), "max_residual": 0.3}
     callback = KoopmanPruning("val_mae", direction="min", start_from_epoch=4, margin=0.2,
-                              loss_ratio=0.8, restarts=2, options=options)
+                              loss_ratio=0.8, restarts=2, forecast="mean",
+                              forecast_options=options)
     config = callback.get_config()
     assert KoopmanPruning(**config).get_config() == config
-    assert KoopmanPruning(**config).options == options
+    assert KoopmanPruning(**config).forecast_options == options
     assert callback.start_from_epoch == 4 and callback.loss_ratio == 0.8
     assert "val_mae" in callback.recorder.scalar_names and not callback.recorder.weights
     clone = copy.deepcopy(callback)  # keras-tuner deep-copies callbacks for every trial
@@ -228,8 +233,10 @@ def test_callback_configuration_and_errors():
             KoopmanPruning(**kwargs)
     with pytest.raises(TypeError, match="objective"):
         KoopmanPruning(3)
-    with pytest.raises(TypeError, match="options"):
-        KoopmanPruning(options=0.01)
+    with pytest.raises(ValueError, match="forecast_options"):
+        KoopmanPruning(forecast_options={"speed": 2})
+    with pytest.raises(ValueError, match="forecast"):
+        KoopmanPruning(forecast=True)
     with pytest.raises(TypeError):
         KoopmanPruning(warmup=2)  # the old name is gone: start_from_epoch=1 is warmup=2
 
@@ -313,7 +320,7 @@ def test_spectral_poor_init_rule_stops_a_trial_through_the_monitor(tmp_path):
     rates = [1e-5, 0.05, 0.005]
     tuner = EpochsPerRate(lambda hp: small_model(hp.Choice("lr", rates)), objective="val_loss",
                           directory=str(tmp_path), project_name="spectral",
-                          pruning=KoopmanPruning(loss_ratio=None, forecast=False))
+                          pruning=KoopmanPruning(loss_ratio=None, forecast=None))
     monitor = KoopmanMonitor(("weights", "loss"))
     check = PoorInitialization(monitor, action="stop", rule="spectral", epochs=(4, 4))
     x, y, xv, yv = regression_data()
