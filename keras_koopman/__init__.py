@@ -45,6 +45,7 @@ _EXPORTS = {
     "reinitialize": "keras_koopman.reinit",
     "KoopmanAccelerator": "keras_koopman.accelerator",
     "SpectrumImages": "keras_koopman.tensorboard",
+    "AtomicBackup": "keras_koopman.checkpoint",
     # forecasts of training curves (numpy only) and trial pruning
     "CurveForecast": "keras_koopman.forecast",
     "forecast_curve": "keras_koopman.forecast",

@@ -26,7 +26,7 @@ Run directory written by ``mnist --out DIR``:
 - ``DIR/run.json`` — the training settings, written before training (``--resume`` checks them);
 - ``DIR/history.csv`` — the per-epoch metrics (``keras.callbacks.CSVLogger``);
 - ``DIR/backup/`` — the weights and optimizer state after the last finished epoch
-  (``keras.callbacks.BackupAndRestore``): ``--resume`` continues an interrupted or finished run
+  (:class:`~keras_koopman.checkpoint.AtomicBackup`): ``--resume`` continues an interrupted or finished run
   from there, up to ``--epochs``;
 - ``DIR/summary.json`` — the configuration, the per-epoch history, final and best metrics, the
   snapshot counts and every report analysis (:meth:`KoopmanAnalysis.to_dict`, diagnostics
@@ -380,6 +380,7 @@ def _cmd_mnist(args) -> int:
 
     from keras_koopman.datasets import load_fashion_mnist, load_mnist
     from keras_koopman.models import paper_cnn
+    from keras_koopman.checkpoint import AtomicBackup
     from keras_koopman.monitor import KoopmanMonitor
 
     loader = load_fashion_mnist if args.fashion else load_mnist
@@ -420,9 +421,8 @@ def _cmd_mnist(args) -> int:
     # Order matters: the monitor records an epoch, CSVLogger sees its koopman_* logs, and
     # only then is the epoch checkpointed, so a resumed run never lacks a snapshot.
     callbacks = [monitor, keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-                 # two alternating checkpoints: a kill during one write leaves the other
-                 keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False,
-                                                  double_checkpoint=True)]
+                 # never overwritten in place: a kill at any moment leaves a complete backup
+                 AtomicBackup(out / "backup")]
     previous_wall = _read_wall(out) if args.resume else 0.0
     started = time.perf_counter()
     model.fit(train, validation_data=(x_test, y_test), epochs=epochs,

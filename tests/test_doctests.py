@@ -18,6 +18,7 @@ MODULES = [
     "keras_koopman.tensorboard",
     "keras_koopman.tuner",
     "keras_koopman.accelerator",
+    "keras_koopman.checkpoint",
 ]
 
 #: Each module's examples must run in this time (they are documentation, not benchmarks).
