@@ -57,11 +57,11 @@ class FixedPointStopping(keras.callbacks.Callback):
     The monitor's primary observable must have a unit cluster (importance-weighted fraction
     of eigenvalues within ``options.delta`` of 1) of at least ``threshold`` in ``patience``
     consecutive analyses since the start or the last restart (a resumed run counts the
-    analyses in its record).  On full-set MNIST, where the weights never settle, patience 1
-    stopped all three 200-epoch runs on a single spike and 3 none; on weights resting at a
-    fixed point under noise 3 costs 1-5 epochs (``docs/monitor.md``).  Keras's
-    ``EarlyStopping(patience=5)`` on ``val_loss`` stopped nearer the best test loss in every
-    run measured: use this callback to learn *that* training has settled.
+    analyses in its record).  The default patience was chosen on runs whose weights never
+    settle (a single spike must not stop them) and on weights resting at a fixed point under
+    noise; Keras's ``EarlyStopping`` on ``val_loss`` stopped nearer the best test loss in the
+    runs measured, so use this callback to learn *that* training has settled
+    (``docs/monitor.md`` and ``docs/results.md`` have the measurements).
 
     Args:
         monitor: The :class:`~keras_koopman.KoopmanMonitor` (listed before this callback).
@@ -143,9 +143,9 @@ class PoorInitialization(keras.callbacks.Callback):
     """Warn, stop or re-draw the weights when training starts poorly.
 
     Evaluated after ``first <= e <= last`` completed epochs counted from the start or the
-    last restart.  ``rule="loss"`` (default, the best rule measured: on 24 held-out MNIST-MLP
-    runs 1/11 false alarms and 0/13 misses against 1/11 and 2/13 for the spectral rule) fires
-    when the training loss is still at least ``loss_ratio`` times its first value.
+    last restart.  ``rule="loss"`` (default: on held-out runs it did at least as well as the
+    spectral rule, ``docs/results.md``) fires when the training loss is still at least
+    ``loss_ratio`` times its first value.
     ``rule="spectral"`` fires on stagnation: the primary observable's unit cluster is at
     least ``stagnation_threshold`` (the important eigenvalues sit at 1) while the loss is
     still at least ``high_loss_fraction`` of its first value; ``"either"`` fires on both.

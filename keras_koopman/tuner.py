@@ -152,9 +152,8 @@ class KoopmanPruning(keras.callbacks.Callback):
        nothing within ``margin`` of the best completed trial (``reference``) before the end of
        the budget.  ``forecast="mean"`` (default) reads the promise as the point forecast,
        ``"interval"`` as the optimistic end of the forecast's 80 % interval, which prunes
-       later: on ``scripts/bench_pruning.py``'s selection seed the point forecast trained 0.29
-       of the unpruned epochs and the interval 0.37, both at the unpruned best score
-       (``docs/benchmarks.md``).
+       later (the default was chosen on ``scripts/bench_pruning.py``'s selection seed,
+       ``docs/benchmarks.md``).
 
     With ``restarts``, the loss rule re-draws the weights (:func:`~keras_koopman.reinitialize`,
     seeds ``restart_seed, restart_seed + 1, …``) that many times before it prunes.  Every epoch
