@@ -123,7 +123,7 @@ class LinearHeads(keras.layers.Layer):
         """``(batch, L, *grid, M)`` heads from the L hidden outputs ``(batch, *grid, U_ℓ)``.
 
         One matmul per head on its own activations, then a stack of the M-wide results: stacking
-        the U-wide activations first would copy all of them (slower; ``docs/benchmarks.md``).
+        the U-wide activations first would copy all of them.
         """
         heads = [
             keras.ops.matmul(z, self.kernel[i, :width])
