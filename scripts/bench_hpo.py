@@ -79,6 +79,38 @@ def _threshold_rule(run: dict, epoch: int) -> bool:
     return epoch >= 1 and loss[epoch] >= 0.9 * loss[0]
 
 
+def keras_tuner_rule(optuna, reading: str | None = None):
+    """``KoopmanPruning()``'s forecast rule, replayed as an Optuna pruner with the callback's
+    own functions and defaults (its loss rule is the ``loss threshold 0.9`` stop rule, which is
+    the same rule); the reference is the best COMPLETE trial, as in a keras-tuner search.
+    ``reading`` overrides the default ``forecast`` reading ("mean" or "interval")."""
+    from keras_koopman.forecast import forecast_curve
+    from keras_koopman.tuner import (FORECAST_FROM, KoopmanPruning, forecast_condemns,
+                                     forecast_promise)
+
+    defaults = KoopmanPruning()
+
+    class Rule(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            values = [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)]
+            done = len(values)
+            if done <= defaults.start_from_epoch or done < FORECAST_FROM or done >= EPOCHS:
+                return False
+            finals = [t.value for t in study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.value is not None and math.isfinite(t.value)]
+            if not finals:
+                return False
+            try:
+                result = forecast_curve(values, EPOCHS - done, **defaults.forecast_options)
+            except ValueError:
+                return False
+            promise = forecast_promise(result, "min", reading or defaults.forecast)
+            return forecast_condemns(promise, values, min(finals), defaults.margin, "min")
+
+    return Rule()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", type=int, default=60)
@@ -106,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         "loss threshold 0.9": (lambda: optuna.pruners.NopPruner(), _threshold_rule),
         "KoopmanPruner": (lambda: KoopmanPruner(EPOCHS, forecast_options={"bounds": (0.0, None)}),
                           None),
+        "KoopmanPruning() rule (loss 0.9 + forecast)": (lambda: keras_tuner_rule(optuna),
+                                                         _threshold_rule),
+        "same, forecast=\"interval\"": (lambda: keras_tuner_rule(optuna, "interval"),
+                                        _threshold_rule),
     }
     results = compare([([r for r in runs if r["search_seed"] == s], 100 + s)
                        for s in range(args.seeds)], strategies)

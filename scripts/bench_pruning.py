@@ -196,8 +196,8 @@ def keras_tuner_search(kind, args, seed, data, grid, workdir):
                                    args.threshold_fraction)]
     elif kind == "default":
         tuner = SpectralGridSearch(hypermodel, pruning=default_pruning(args), **common)
-    elif kind == "default-interval":  # the defaults, the forecast interval's optimistic end
-        config = {**default_pruning(args).get_config(), "forecast": "interval"}
+    elif kind == "default-mean":  # the defaults, reading the point forecast
+        config = {**default_pruning(args).get_config(), "forecast": "mean"}
         tuner = SpectralGridSearch(hypermodel, pruning=KoopmanPruning(**config), **common)
     elif kind == "hyperband":
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=3,
@@ -317,7 +317,7 @@ def main(argv=None):
     strategies = ["none", "spectral", "hyperband", "median", "threshold", "default", "threshold2"]
     if args.strategies:
         unknown = set(args.strategies) - set(strategies) - {"spectral-init", "forecast",
-                                                            "default-interval"}
+                                                            "default-mean"}
         if unknown:
             parser.error(f"--strategies: unknown {sorted(unknown)}")
         strategies = ["none"] + [k for k in args.strategies if k != "none"]
@@ -403,7 +403,7 @@ def spectral_vs_threshold(results, seeds, strategies):
         print(f"\npoor configurations caught by both spectral and threshold: {both}; "
               f"spectral only: {only_spectral}; threshold only: {only_threshold}")
     for kind in strategies:
-        if kind not in ("spectral", "default", "default-interval", "spectral-init", "forecast"):
+        if kind not in ("spectral", "default", "default-mean", "spectral-init", "forecast"):
             continue
         rules = {1: 0, 2: 0, 3: 0}
         poor_rules = {1: 0, 2: 0, 3: 0}

@@ -94,21 +94,21 @@ def test_stagnating_run_is_pruned_by_the_loss_rule_after_start_from_epoch():
 
 
 def test_forecast_rule_prunes_only_against_a_better_reference():
-    slow = KoopmanPruning(start_from_epoch=3, reference=0.2, loss_ratio=None)
+    slow = KoopmanPruning(start_from_epoch=3, reference=0.2, loss_ratio=None, forecast="mean")
     history = fit(0.01, slow)
     assert slow.rule is PruningRule.FORECAST and slow.pruned_epoch == 4
     assert len(history.epoch) == 4
     # the logged forecast is forecast_curve of the recorded val_loss, to the end of the budget;
-    # the rule read its point forecast (the default)
+    # the rule read its point forecast
     _, values = slow.recorder.scalar("val_loss")
     np.testing.assert_array_equal(values, history.history["val_loss"])
     expected = forecast_curve(values, EPOCHS - len(values))
     assert history.history["pruning_forecast"][-1] == pytest.approx(expected.mean[-1])
     assert min(expected.mean.min(), values.min()) > 0.2 * 1.1
 
-    # the interval's optimistic end prunes no earlier than the point forecast
-    interval = KoopmanPruning(start_from_epoch=3, reference=0.2, loss_ratio=None,
-                              forecast="interval")
+    # the interval's optimistic end (the default) prunes no earlier than the point forecast
+    interval = KoopmanPruning(start_from_epoch=3, reference=0.2, loss_ratio=None)
+    assert interval.forecast == "interval"
     fit(0.01, interval)
     assert not interval.pruned or interval.pruned_epoch >= slow.pruned_epoch
 
