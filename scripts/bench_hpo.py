@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = record_runs(args)
 
     import optuna
-    from bench_optuna_pruner import compare
+    from bench_optuna_pruner import compare, print_table
 
     from keras_koopman.optuna_pruning import KoopmanPruner
 
@@ -140,19 +140,15 @@ def main(argv: list[str] | None = None) -> int:
                           None),
         "KoopmanPruning() rule (loss 0.9 + forecast)": (lambda: keras_tuner_rule(optuna),
                                                          _threshold_rule),
-        "same, forecast=\"interval\"": (lambda: keras_tuner_rule(optuna, "interval"),
-                                        _threshold_rule),
+        "same, forecast=\"mean\"": (lambda: keras_tuner_rule(optuna, "mean"),
+                                    _threshold_rule),
     }
     results = compare([([r for r in runs if r["search_seed"] == s], 100 + s)
                        for s in range(args.seeds)], strategies)
     print(f"Fashion-MNIST search: {args.configs} configurations × {args.seeds} search seeds, "
           f"{EPOCHS}-epoch budget")
-    print("| strategy | epochs / full | CPU / full (training + monitoring) | monitoring CPU s | "
-          "mean regret | max regret | searches keeping the best |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['epochs']:.3f} | {r['total_cpu']:.3f} | {r['monitor_s']:.1f} | "
-              f"{r['mean_regret']:.4f} | {r['max_regret']:.4f} | {r['kept']} |")
+    print_table(results, "CPU / full (training + monitoring)", "total_cpu", "monitoring CPU s",
+                "searches keeping the best")
     return 0
 
 

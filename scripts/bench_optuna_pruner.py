@@ -131,13 +131,20 @@ def main(argv: list[str] | None = None) -> int:
                       {name: (make, None) for name, make in strategies.items()})
     print(f"{args.half} half: {sum(map(len, tasks.values()))} runs in {len(tasks)} tasks, "
           f"{args.seeds} search seeds")
-    print("| strategy | epochs / full | training CPU / full | pruner CPU s | mean regret | "
-          "max regret | searches with regret 0 |")
+    print_table(results, "training CPU / full", "train_cpu", "pruner CPU s",
+                "searches with regret 0")
+    return 0
+
+
+def print_table(results: dict, cpu_label: str, cpu_key: str, monitor_label: str,
+                kept_label: str) -> None:
+    """The Markdown table of :func:`compare`'s results (the CPU column chosen by the caller)."""
+    print(f"| strategy | epochs / full | {cpu_label} | {monitor_label} | mean regret | "
+          f"max regret | {kept_label} |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['epochs']:.3f} | {r['train_cpu']:.3f} | {r['monitor_s']:.1f} | "
+        print(f"| {name} | {r['epochs']:.3f} | {r[cpu_key]:.3f} | {r['monitor_s']:.1f} | "
               f"{r['mean_regret']:.4f} | {r['max_regret']:.4f} | {r['kept']} |")
-    return 0
 
 
 if __name__ == "__main__":
