@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.figures:
         import forecast_figures
 
-        forecast_figures.make_figures(runs, summary, args.figures)
+        forecast_figures.make_figures(runs, summary, args.figures, METHODS, FRACTIONS)
     if args.doc:
         with open(args.doc, "a") as handle:
             handle.write("\n" + text + "\n")

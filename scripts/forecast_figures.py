@@ -97,9 +97,8 @@ def error_chart(summary: dict, methods, fractions, path: Path) -> None:
     plt.close(fig)
 
 
-def make_figures(runs, summary, folder: Path) -> None:
-    from bench_forecast import FRACTIONS, METHODS
-
+def make_figures(runs, summary, folder: Path, methods, fractions) -> None:
+    """The fan chart and the error-against-fraction chart of ``bench_forecast.py``."""
     folder.mkdir(parents=True, exist_ok=True)
     fan_chart(runs, folder / "forecast_fan.png")
-    error_chart(summary, METHODS, FRACTIONS, folder / "forecast_error.png")
+    error_chart(summary, methods, fractions, folder / "forecast_error.png")
