@@ -266,7 +266,9 @@ class TrajectoryRecorder:
 
     def _append_weights(self, epoch: float, vector: np.ndarray) -> None:
         self.store.append_weights(epoch, vector)
-        self.qr.append(np.asarray(self.store.weights()[:, -1], dtype=np.float64))  # as stored
+        # the QR factor gets the snapshot as stored (rounded to the store's dtype), without
+        # reading it back from the record
+        self.qr.append(np.asarray(vector, dtype=self.store.dtype).astype(np.float64))
 
     def new_segment(self, epoch: float) -> None:
         """Start a new segment after the weights were re-drawn at ``epoch`` (a restart)."""
