@@ -333,12 +333,15 @@ def _add_analysis_options(parser) -> None:
 
 def _options(args) -> AnalysisOptions:
     """The AnalysisOptions of the command line (the library's defaults unless a flag says)."""
-    try:
-        return AnalysisOptions(tol=args.tol, refine=None if args.refine else False,
-                               delays=getattr(args, "delays", None))
-    except (TypeError, ValueError) as exc:
-        flag = "--tol" if "tol" in str(exc) else "--delays" if "delays" in str(exc) else "--no-refine"
-        raise UsageError(f"{flag}: {exc}") from exc
+    options = AnalysisOptions(refine=None if args.refine else False)
+    for flag, field in (("--tol", "tol"), ("--delays", "delays")):
+        value = getattr(args, field, None)
+        if value is not None:
+            try:
+                options = options.replace(**{field: value})
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"{flag}: {exc}") from exc
+    return options
 
 
 def _cmd_mnist(args) -> int:
