@@ -19,6 +19,9 @@ any nesting depth (sub-models, ``MultiHeadAttention``'s ``EinsumDense`` sub-laye
    calls ``self.add_weight(initializer=...)`` is covered when it keeps the initializer under that
    name, as Keras's own layers do.
 
+An LSTM cell with ``unit_forget_bias=True`` builds its bias with the forget gate's quarter set to
+one around ``bias_initializer``; the re-draw sets that quarter to one as well.
+
 ``EinsumDense`` gives its ``VarianceScaling`` kernel initializer the kernel's input and output
 axes when it builds; the re-draw does the same (from the layer's equation), so the fans match
 the first draw. A trainable variable whose initializer cannot be found is left unchanged and
@@ -100,7 +103,8 @@ def reinitialize(model: keras.Model, seed: int) -> int:
         layer, initializer = found
         draw_seed = int(np.random.SeedSequence([int(seed), index]).generate_state(1)[0])
         fresh = _seeded(initializer, draw_seed, layer, variable)
-        variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
+        value = fresh(tuple(variable.shape), dtype=variable.dtype)
+        variable.assign(_with_unit_forget_bias(layer, variable, value))
         redrawn.add(id(variable))
     if not redrawn:
         raise ValueError(
@@ -260,6 +264,20 @@ def _seeded(initializer: Initializer, seed: int, layer: Any, variable: keras.Var
     ):
         config["input_axes"], config["output_axes"] = _einsum_kernel_axes(layer.equation)
     return initializer.__class__.from_config(config)
+
+
+def _with_unit_forget_bias(layer: Any, variable: keras.Variable, value: Any) -> Any:
+    """An LSTM cell built with ``unit_forget_bias=True`` (``LSTMCell``, ``ConvLSTMCell``) draws
+    its bias as ``[b_i, 1, b_c, b_o]``, the forget gate's quarter set to one, around its
+    ``bias_initializer``; the re-draw does the same."""
+    if not getattr(layer, "unit_forget_bias", False) or variable.name != "bias":
+        return value
+    size = int(variable.shape[0]) // 4
+    if len(variable.shape) != 1 or 4 * size != int(variable.shape[0]):
+        return value
+    value = np.array(keras.ops.convert_to_numpy(value))
+    value[size : 2 * size] = 1.0
+    return value
 
 
 def _einsum_kernel_axes(equation: str) -> tuple[list[int], list[int]]:

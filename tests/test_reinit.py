@@ -93,6 +93,25 @@ def test_einsum_kernels_are_redrawn_with_the_fans_the_layer_built_them_with():
         assert np.abs(kernel).max() > wrong
 
 
+@pytest.mark.parametrize("forget_bias", [True, False])
+def test_an_lstm_bias_is_redrawn_as_the_cell_builds_it(forget_bias):
+    units = 3
+    model = keras.Sequential([keras.Input((4, 2)), keras.layers.LSTM(
+        units, unit_forget_bias=forget_bias, bias_initializer=keras.initializers.RandomNormal(
+            5.0, 0.1))])
+    bias = next(v for v in model.weights if v.name == "bias")
+    bias.assign(np.full(4 * units, -3.0, dtype="float32"))
+    reinitialize(model, seed=0)
+    value = keras.ops.convert_to_numpy(bias)
+    forget = value[units : 2 * units]
+    others = np.concatenate([value[:units], value[2 * units :]])
+    assert np.all(np.abs(others - 5.0) < 1.0)  # from bias_initializer
+    if forget_bias:
+        np.testing.assert_array_equal(forget, np.ones(units))
+    else:
+        assert np.all(np.abs(forget - 5.0) < 1.0)
+
+
 def test_equal_seeds_reproduce_and_different_seeds_differ():
     model = _composite_model()
     reinitialize(model, seed=7)
