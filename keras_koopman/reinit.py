@@ -15,7 +15,8 @@ any nesting depth (sub-models, ``MultiHeadAttention``'s ``EinsumDense`` sub-laye
 2. on the layer that owns the variable, by the Keras convention ``<name>_initializer`` (or
    ``_<name>_initializer``), ``<name>`` being the variable's name or the attribute that holds it:
    ``Dense.kernel_initializer`` for ``kernel``, ``BatchNormalization.moving_mean_initializer`` for
-   ``moving_mean``, ``Embedding.embeddings_initializer`` for ``embeddings``. A custom layer that
+   ``moving_mean``, ``Embedding.embeddings_initializer`` for ``embeddings``, and the recurrent
+   cells' ``recurrent_initializer`` for ``recurrent_kernel``. A custom layer that
    calls ``self.add_weight(initializer=...)`` is covered when it keeps the initializer under that
    name, as Keras's own layers do.
 
@@ -209,9 +210,10 @@ def _initializers_by_variable(model: keras.layers.Layer) -> dict[int, tuple[Any,
         for attribute, value in vars(layer).items():
             if not isinstance(value, keras.Variable) or id(value) in found:
                 continue
-            initializer = getattr(value, "_initializer", None) or _layer_initializer(
-                layer, (value.name, attribute.lstrip("_"))
-            )
+            names = (value.name, attribute.lstrip("_"))
+            # recurrent cells keep `recurrent_initializer` for their `recurrent_kernel`
+            names += tuple(n.removesuffix("_kernel") for n in names if n.endswith("_kernel"))
+            initializer = getattr(value, "_initializer", None) or _layer_initializer(layer, names)
             if initializer is not None:
                 found[id(value)] = (layer, initializer)
     return found

@@ -94,14 +94,21 @@ def test_einsum_kernels_are_redrawn_with_the_fans_the_layer_built_them_with():
 
 
 @pytest.mark.parametrize("forget_bias", [True, False])
-def test_an_lstm_bias_is_redrawn_as_the_cell_builds_it(forget_bias):
+def test_an_lstm_is_redrawn_as_the_cell_builds_it(forget_bias):
     units = 3
     model = keras.Sequential([keras.Input((4, 2)), keras.layers.LSTM(
         units, unit_forget_bias=forget_bias, bias_initializer=keras.initializers.RandomNormal(
             5.0, 0.1))])
     bias = next(v for v in model.weights if v.name == "bias")
     bias.assign(np.full(4 * units, -3.0, dtype="float32"))
-    reinitialize(model, seed=0)
+    recurrent = next(v for v in model.weights if v.name == "recurrent_kernel")
+    recurrent.assign(np.zeros(recurrent.shape, dtype="float32"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every variable's initializer is found
+        reinitialize(model, seed=0)
+    # the recurrent kernel is re-drawn from recurrent_initializer (orthogonal)
+    r = keras.ops.convert_to_numpy(recurrent)
+    np.testing.assert_allclose(r @ r.T, np.eye(units), atol=1e-5)
     value = keras.ops.convert_to_numpy(bias)
     forget = value[units : 2 * units]
     others = np.concatenate([value[:units], value[2 * units :]])
