@@ -58,7 +58,6 @@ _EXPORTS = {
     "SpectralHyperband": "keras_koopman.tuner",
     "SpectralRandomSearch": "keras_koopman.tuner",
     "TrialPruning": "keras_koopman.tuner",
-    "koopman_forecast": "keras_koopman.tuner",
     "with_koopman_pruning": "keras_koopman.tuner",
     # sparsification of weights (masks; "pruning" names trial pruning only)
     "apply_masks": "keras_koopman.sparsity",

@@ -42,7 +42,6 @@ import numpy as np
 
 from keras_koopman._messages import say
 from keras_koopman._threads import one_blas_thread
-from keras_koopman.analysis import KoopmanAnalysis
 from keras_koopman.decisions import loss_ratio_reason
 from keras_koopman.forecast import CurveForecast, forecast_curve
 from keras_koopman.recorder import TrajectoryRecorder
@@ -60,7 +59,6 @@ __all__ = [
     "TrialPruning",
     "forecast_condemns",
     "forecast_promise",
-    "koopman_forecast",
     "with_koopman_pruning",
 ]
 
@@ -87,47 +85,6 @@ _RULE_TEXT = {
     PruningRule.FORECAST: "Koopman forecast of the objective",
     PruningRule.NONFINITE: "non-finite loss or weights",
 }
-
-
-def koopman_forecast(analysis: KoopmanAnalysis, epochs) -> np.ndarray:
-    """Continue the Hankel KMD of a scalar observable to the given epochs.
-
-    The delay embedding of a series ``f_0 … f_{T-1}`` has columns ``(f_t, …, f_{t+L-1})``; its
-    Koopman mode decomposition (paper, Eq. (2)) reconstructs column ``t`` as
-    ``Σ_j φ_j λ_jᵗ α_j``, whose first entry is ``f_t`` for any integer ``t``, also beyond the data.
-
-    Parameters
-    ----------
-    analysis : KoopmanAnalysis
-        An analysis of a scalar observable with its modes kept (``analyze_series(...,
-        keep_modes=True)``, or a :class:`~keras_koopman.KoopmanMonitor` with ``keep_modes=True``).
-    epochs : array_like of int
-        Epochs (in the analysis' numbering, ``analysis.first_epoch`` is the first value) at
-        which to evaluate the decomposition.
-
-    Returns
-    -------
-    ndarray of float64, shape ``(len(epochs),)``
-
-    Raises
-    ------
-    ValueError
-        ``analysis`` is a weights analysis, has no modes, an epoch lies before its first
-        epoch, or a growing mode overflows at these epochs.
-    """
-    if analysis.delays is None:
-        raise ValueError(f"analysis must be of a scalar observable; got {analysis.observable!r}")
-    if analysis.modes is None:
-        raise ValueError("analysis must keep its modes (keep_modes=True) to forecast")
-    epochs = np.atleast_1d(np.asarray(epochs))
-    if epochs.dtype.kind not in "iuf" or not np.all(epochs == np.round(epochs)):
-        raise TypeError(f"epochs must be integers; got {epochs!r}")
-    offsets = np.rint(epochs - analysis.first_epoch).astype(np.int64)
-    if np.any(offsets < 0):
-        raise ValueError(f"epochs must be >= the analysis' first epoch {analysis.first_epoch:g}; "
-                         f"got {epochs.min()}")
-    values = np.real(analysis.modes.reconstruct(offsets)[0])
-    return values.astype(np.float64)
 
 
 #: First completed epoch at which the forecast rule may prune (a Hankel analysis needs 4 values).

@@ -23,9 +23,7 @@ from keras_koopman import (
     PoorInitialization,
     PruningRule,
     SpectralGridSearch,
-    analyze_series,
     forecast_curve,
-    koopman_forecast,
     with_koopman_pruning,
 )
 from keras_koopman.tuner import TrialPruning
@@ -55,25 +53,6 @@ def fit(lr, callback, epochs=EPOCHS):
         warnings.simplefilter("ignore")  # PoorInitialization warns when it stops a run
         return small_model(lr).fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=32,
                                    verbose=0, callbacks=[callback])
-
-
-# ---------------------------------------------------------------------------- forecast
-def test_forecast_continues_a_sum_of_exponentials():
-    epochs = np.arange(1, 13)
-    curve = lambda t: 0.3 + 2.0 * 0.8 ** t - 0.5 * 0.5 ** t  # noqa: E731
-    analysis = analyze_series(curve(epochs), epochs, observable="val_loss")
-    ahead = np.array([12, 13, 20, 40])
-    np.testing.assert_allclose(koopman_forecast(analysis, ahead), curve(ahead), rtol=1e-6)
-
-
-def test_forecast_rejects_what_it_cannot_continue():
-    epochs = np.arange(1, 9)
-    analysis = analyze_series(0.8 ** epochs, epochs, observable="loss", keep_modes=False)
-    with pytest.raises(ValueError, match="keep_modes"):
-        koopman_forecast(analysis, [10])
-    analysis = analyze_series(0.8 ** epochs, epochs, observable="loss")
-    with pytest.raises(ValueError, match="epochs"):
-        koopman_forecast(analysis, [0])
 
 
 # ---------------------------------------------------------------------------- the callback
