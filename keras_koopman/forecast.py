@@ -4,6 +4,12 @@
 the Koopman mode decomposition of its delay embedding (Hankel DMD_RRR; the paper's Eq. (2),
 ``f_t ≈ Σ_j φ_j λ_jᵗ α_j``, evaluated beyond the data):
 
+0. **Space.**  The observable is the curve itself or its logarithm (``transform``; a loss that
+   decays multiplicatively is a short sum of modes in log space).  With ``"auto"`` (default)
+   both are backtested on the curve, forecasting its last ``round(BACKTEST_FRACTION·n)``
+   values from the ones before, and the one with the smaller squared error is used (the values
+   when any is ``<= 0``).  Steps 1–4 run in that space; a log forecast ``m`` is mapped back as
+   ``exp(m)`` with the interval scale ``exp(m)·s_k``.
 1. **Members.**  For every window ``W`` (the last ``W`` values) and delay depth ``L`` of a small
    grid (:data:`DEFAULT_WINDOWS`, :data:`DEFAULT_DELAYS`, only pairs whose Hankel fit is
    overdetermined), :func:`~keras_koopman.koopman.dmd_rrr_series` of the window's increments
@@ -12,8 +18,9 @@ the Koopman mode decomposition of its delay embedding (Hankel DMD_RRR; the paper
    values except λ = 1, which step 3 adds, so no delay dimension is spent on the level.
 2. **Modes trusted.**  Pairs with residual above ``max_residual`` are dropped (spurious), and so
    are ``Re λ <= 0`` (sign-alternating noise); a growing mode ``|λ| > 1`` is handled by
-   ``growth``: ``"clip"`` (default) puts it on the unit circle (a trend that stops growing),
-   ``"drop"`` removes it, ``"keep"`` keeps it.
+   ``growth``: ``"drop"`` (default) removes it, ``"clip"`` puts it on the unit circle (a
+   trend that stops growing; the same as dropping for a real λ, an undamped oscillation for a
+   complex pair), ``"keep"`` keeps it.
 3. **Amplitudes.**  A constant mode λ = 1 is added (learning curves level off), the amplitudes
    ``φ_j α_j`` of ``1, λ_jᵗ`` (a real basis for conjugate pairs) are refitted by least squares
    on the window's values, and the sum is evaluated at the next ``horizon`` epochs.  No linear
@@ -37,8 +44,9 @@ fitted the last value is used with the interval of a random walk with the curve'
 
 Cost per call: one DMD_RRR of an ``L × (W − L)`` Hankel matrix per member (at most
 ``len(DEFAULT_WINDOWS) · len(DEFAULT_DELAYS)`` = 8 members) plus a ``W × (k + 1)`` least-squares
-fit each, ``O(W·L² + W·k²)`` per member: milliseconds per call for curves of tens of epochs
-(measured in ``docs/benchmarks.md``).  numpy/scipy only: no TensorFlow import.
+fit each, ``O(W·L² + W·k²)`` per member; ``transform="auto"`` adds the two backtests (about
+2.5× the cost of one space): about 15 ms per call for curves of 5–25 epochs on a shared 2-core
+machine (``docs/forecasting.md``).  numpy/scipy only: no TensorFlow import.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ import numpy as np
 from keras_koopman.koopman import dmd_rrr_series
 
 __all__ = [
+    "BACKTEST_FRACTION",
     "CurveForecast",
     "DEFAULT_DELAYS",
     "DEFAULT_WINDOWS",
@@ -74,8 +83,11 @@ RATIO_EDGES: tuple[float, ...] = (1.5, 3.0, 6.0, math.inf)
 #: values the 80 % interval is ``mean + [q_lo, q_hi]·s_k`` with the pair of the bin holding
 #: ``k / n``.  Calibrated on the selection half of the corpus by scripts/bench_forecast.py.
 INTERVAL_QUANTILES: tuple[tuple[float, float], ...] = (
-    (-2.966, 1.166), (-5.525, 2.118), (-11.388, 3.009), (-682.982, 32.328))
+    (-2.558, 1.161), (-5.870, 2.148), (-11.380, 2.842), (-420.423, 15.638))
 _GROWTH = ("clip", "drop", "keep")
+_TRANSFORMS = ("auto", "none", "log")
+#: Fraction of the curve that ``transform="auto"`` holds back to compare the two transforms.
+BACKTEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,9 @@ class CurveForecast:
         interval uses).
     spread : ndarray, shape (horizon,)
         Spread (median absolute deviation × 1.4826) of the members' forecasts.
+    transform : str
+        The space the modes were fitted in: ``"none"`` (the values) or ``"log"`` (their
+        logarithm; ``fit_rms`` is then in log units and ``spread`` in the units of the values).
 
     The interval is calibrated on held-apart data, not a Bayesian posterior: see
     ``docs/forecasting.md`` for its measured coverage.
@@ -115,6 +130,7 @@ class CurveForecast:
     members: tuple[tuple[int, int], ...]
     fit_rms: float
     spread: np.ndarray
+    transform: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("mean", "lower", "upper", "spread"):
@@ -137,11 +153,11 @@ def forecast_curve(
     delays: int | Sequence[int] | None = None,
     window: int | Sequence[int] | None = None,
     max_residual: float = 0.5,
-    growth: str = "clip",
+    growth: str = "drop",
     combine: str = "mean",
     oscillations: bool = True,
     increments: bool = True,
-    transform: str = "none",
+    transform: str = "auto",
     bounds: tuple[float | None, float | None] | None = None,
     quantiles: tuple[float, float] | None = None,
 ) -> CurveForecast:
@@ -173,9 +189,15 @@ def forecast_curve(
     increments : bool
         Take the eigenvalues from the Hankel DMD of the increments ``f_{t+1} − f_t`` (the same
         λ except the constant, which is added anyway) instead of the values.
-    transform : {"none", "log"}
-        ``"log"`` forecasts ``log(values)`` and maps the forecast and its interval back with
-        ``exp`` (multiplicative decay; needs positive values, e.g. a loss).
+    transform : {"auto", "none", "log"}
+        ``"log"`` forecasts ``log(values)`` (multiplicative decay; needs positive values, e.g. a
+        loss): the point forecast is ``exp`` of the log-space forecast ``m`` and the interval
+        scale is ``exp(m)·s_k`` (first order), so the quantiles are in the units of the values
+        as for ``"none"``.  ``"auto"`` (default) backtests both on the curve: each forecasts the
+        last ``k = max(1, round(BACKTEST_FRACTION·n))`` values from the ones before, and the
+        one with the smaller mean squared error is used (``"none"`` on a tie, when a value is
+        ``<= 0``, when fewer than ``MIN_LENGTH`` values would remain, or when a backtest falls
+        back to the constant or last-value forecast).
     bounds : (lower, upper), optional
         Clip the forecast and its interval into this range (``None`` for an open side), e.g.
         ``(0, None)`` for a loss and ``(0, 1)`` for an accuracy.
@@ -213,18 +235,32 @@ def forecast_curve(
     for flag, flag_name in ((oscillations, "oscillations"), (increments, "increments")):
         if not isinstance(flag, bool):
             raise TypeError(f"{flag_name} must be a bool; got {flag!r}")
-    if transform not in ("none", "log"):
-        raise ValueError(f"transform must be 'none' or 'log'; got {transform!r}")
+    if transform not in _TRANSFORMS:
+        raise ValueError(f"transform must be one of {_TRANSFORMS}; got {transform!r}")
+    if transform == "log" and np.any(y <= 0):
+        raise ValueError("values must be positive with transform='log'")
+    options = {"delays": delays, "window": window, "max_residual": max_residual,
+               "growth": growth, "combine": combine, "oscillations": oscillations,
+               "increments": increments}
+    if transform == "auto":
+        transform = _choose_transform(y, options)
     if transform == "log":
-        if np.any(y <= 0):
-            raise ValueError("values must be positive with transform='log'")
-        fc = forecast_curve(np.log(y), horizon, delays=delays, window=window,
-                            max_residual=max_residual, growth=growth, combine=combine,
-                            oscillations=oscillations, increments=increments,
-                            quantiles=quantiles)
-        return _result(np.exp(fc.mean), np.exp(fc.lower), np.exp(fc.upper), fc.method,
-                       list(zip(fc.eigenvalues, fc.residuals)), fc.fit_rms, fc.spread,
-                       *_check_bounds(bounds), fc.members)
+        if quantiles is None:
+            table = np.asarray(INTERVAL_QUANTILES, dtype=np.float64)[
+                np.searchsorted(RATIO_EDGES, np.arange(1, horizon + 1) / n)]
+        fc = forecast_curve(np.log(y), horizon, transform="none",
+                            quantiles=(-1.0, 1.0), **options)
+        with np.errstate(over="ignore"):
+            mean = np.exp(fc.mean)
+        if np.all(np.isfinite(mean)) and np.all(np.isfinite(mean * (fc.upper - fc.mean))):
+            scale = mean * (fc.upper - fc.mean)  # first-order scale in the units of the values
+            q_lo, q_hi = (table[:, 0], table[:, 1]) if quantiles is None else \
+                _check_quantiles(quantiles)
+            return _result(mean, mean + q_lo * scale, mean + q_hi * scale, fc.method,
+                           list(zip(fc.eigenvalues, fc.residuals)), fc.fit_rms,
+                           mean * fc.spread, *_check_bounds(bounds), fc.members,
+                           transform="log")
+        transform = "none"  # exp overflowed: forecast the values themselves
     lo_bound, hi_bound = _check_bounds(bounds)
     steps = np.arange(1, horizon + 1, dtype=np.float64)
     if quantiles is None:
@@ -312,7 +348,7 @@ def _member(tail: np.ndarray, delays: int, horizon: int, max_residual: float, gr
 
 
 def _result(mean, lower, upper, method, eigs, fit_rms, spread, lo_bound, hi_bound,
-            members=()) -> CurveForecast:
+            members=(), transform="none") -> CurveForecast:
     mean = np.asarray(mean, dtype=np.float64)
     lower = np.minimum(np.asarray(lower, dtype=np.float64), mean)
     upper = np.maximum(np.asarray(upper, dtype=np.float64), mean)
@@ -322,8 +358,29 @@ def _result(mean, lower, upper, method, eigs, fit_rms, spread, lo_bound, hi_boun
         mean=mean, lower=lower, upper=upper, method=method,
         eigenvalues=tuple(e[0] for e in eigs), residuals=tuple(e[1] for e in eigs),
         members=tuple(members), fit_rms=float(fit_rms),
-        spread=np.asarray(spread, dtype=np.float64),
+        spread=np.asarray(spread, dtype=np.float64), transform=transform,
     )
+
+
+def _choose_transform(y: np.ndarray, options: dict) -> str:
+    """``"log"`` or ``"none"``: the one whose forecast of the curve's last ``k`` values from
+    the values before them has the smaller mean squared error (see ``transform="auto"``)."""
+    n = y.shape[0]
+    k = max(1, round(BACKTEST_FRACTION * n))
+    if np.any(y <= 0) or n - k < MIN_LENGTH:
+        return "none"
+    head, truth = y[:n - k], y[n - k:]
+    if options.get("window") is not None:  # explicit windows may exceed the shorter head
+        options = dict(options, window=tuple(min(w, n - k) for w in
+                                             _check_grid(options["window"], "window",
+                                                         MIN_LENGTH, n)))
+    errors = {}
+    for name in ("none", "log"):
+        fc = forecast_curve(head, k, transform=name, quantiles=(-1.0, 1.0), **options)
+        if fc.method != "koopman":  # constant or last-value fallback: equal up to rounding
+            return "none"
+        errors[name] = float(np.mean((fc.mean - truth) ** 2))
+    return "log" if errors["log"] < errors["none"] else "none"
 
 
 def _check_values(values) -> np.ndarray:

@@ -82,6 +82,15 @@ SELECT_GRID = {
     "incr, combine mean": {"increments": True, "combine": "mean"},
     "incr, growth drop": {"increments": True, "growth": "drop"},
     "incr, max_residual 0.01": {"increments": True, "max_residual": 0.01},
+    # stage 5 (whole selection half; defaults since: transform "auto", growth "drop")
+    "previous default (none, clip)": {"transform": "none", "growth": "clip"},
+    "none, drop": {"transform": "none"},
+    "log, clip": {"transform": "log", "growth": "clip"},
+    "log, drop": {"transform": "log"},
+    "auto, clip": {"growth": "clip"},
+    "auto, real modes": {"growth": "clip", "oscillations": False},
+    "auto, median": {"growth": "clip", "combine": "median"},
+    "auto, delays 2,3": {"growth": "clip", "delays": (2, 3)},
 }
 
 

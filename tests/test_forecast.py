@@ -60,14 +60,26 @@ def test_interval_covers_noisy_truth_about_80_percent():
     assert 0.5 <= np.mean(hits) <= 1.0
 
 
-def test_growing_mode_is_clipped_not_extrapolated():
+@pytest.mark.parametrize("growth", ["drop", "clip"])
+def test_growing_mode_is_not_extrapolated(growth):
     y = 1.05 ** np.arange(20.0)
-    clipped = forecast_curve(y, 50)
-    kept = forecast_curve(y, 50, growth="keep")
-    assert np.all(np.isfinite(clipped.mean))
-    assert kept.final > 5 * clipped.final
-    for lam in clipped.eigenvalues:
+    bounded = forecast_curve(y, 50, growth=growth, transform="none")
+    kept = forecast_curve(y, 50, growth="keep", transform="none")
+    assert np.all(np.isfinite(bounded.mean))
+    assert kept.final > 5 * bounded.final
+    for lam in bounded.eigenvalues:
         assert np.all(np.abs(lam) <= 1 + 1e-12)
+
+
+def test_growing_oscillation_is_dropped_by_default_and_clipped_on_request():
+    t = np.arange(24, dtype=np.float64)
+    y = 2.0 + 0.05 * 1.03 ** t * np.cos(0.9 * t)
+    dropped = forecast_curve(y, 10, transform="none")
+    clipped = forecast_curve(y, 10, growth="clip", transform="none")
+    assert all(np.all((np.abs(lam) < 1 - 1e-9) | (np.abs(lam - 1) < 1e-12))
+               for lam in dropped.eigenvalues)
+    assert any(np.any((np.abs(np.abs(lam) - 1) < 1e-9) & (np.abs(lam.imag) > 1e-6))
+               for lam in clipped.eigenvalues)
 
 
 def test_constant_curve_falls_back_to_constant():
@@ -155,3 +167,41 @@ def test_log_transform_and_value_dmd_are_exact_on_their_models():
 def test_linear_trend_is_not_extrapolated():
     fc = forecast_curve(5.0 - 0.1 * np.arange(10.0), 20)
     np.testing.assert_allclose(fc.mean, fc.mean[0])   # flat: λ = 1 of the increments is the level
+
+
+def test_auto_transform_picks_the_space_whose_model_fits():
+    t = np.arange(30, dtype=np.float64)
+    y = np.exp(0.5 + 0.8 * np.exp(-0.2 * t))      # a sum of exponentials in log space
+    fc = forecast_curve(y[:10], 20)
+    assert fc.transform == "log"
+    np.testing.assert_allclose(fc.mean, y[10:], rtol=1e-9)
+    z = _curve(30)                                 # a sum of exponentials in value space
+    fc = forecast_curve(z[:15], 15)
+    assert fc.transform == "none"
+    np.testing.assert_allclose(fc.mean, z[15:], atol=1e-8)
+    assert forecast_curve(z[:15], 15, transform="none").transform == "none"
+
+
+def test_auto_transform_uses_values_when_not_positive_or_too_short():
+    y = 1.0 - 0.3 * np.arange(8.0) + 0.01 * np.arange(8.0) ** 2   # crosses zero
+    fc = forecast_curve(y, 5)
+    assert fc.transform == "none" and np.all(np.isfinite(fc.mean))
+    assert forecast_curve(_curve(MIN_LENGTH), 3).transform == "none"  # no room to backtest
+    # backtests that fall back (no member fits 4 values; a constant head) never pick the log
+    assert forecast_curve(np.array([3.0, 2.0, 1.9, 1.85, 1.84]), 10).transform == "none"
+    assert forecast_curve(np.r_[np.full(8, 2.3), 2.2, 2.0], 10).transform == "none"
+    assert forecast_curve(np.full(10, 2.5), 5).method == "constant"
+
+
+def test_log_interval_scale_is_in_the_units_of_the_values():
+    t = np.arange(40, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    y = np.exp(0.5 + 0.8 * np.exp(-0.2 * t) + 0.02 * rng.standard_normal(40))
+    unit = forecast_curve(y[:12], 28, transform="log", quantiles=(-1.0, 1.0))
+    wide = forecast_curve(y[:12], 28, transform="log", quantiles=(-3.0, 2.0))
+    scale = unit.upper - unit.mean
+    assert np.all(scale > 0)
+    np.testing.assert_allclose(unit.mean - unit.lower, scale)      # symmetric: mean ± s_k
+    np.testing.assert_allclose(wide.upper - wide.mean, 2.0 * scale)
+    np.testing.assert_allclose(wide.mean - wide.lower, 3.0 * scale)
+    assert unit.fit_rms > 0 and np.all(np.isfinite(unit.spread))
