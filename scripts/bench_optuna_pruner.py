@@ -69,7 +69,9 @@ def replay(runs: list[dict], pruner, seed: int, stop_rule=None) -> dict:
     study.optimize(objective, n_trials=len(runs))
     stats["replay_cpu"] = time.process_time() - t0
     finals = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    stats["regret"] = min(finals) - min(r["val_loss"][-1] for r in runs)
+    best = min(r["val_loss"][-1] for r in runs)
+    stats["regret"] = min(finals) - best
+    stats["score_ratio"] = min(finals) / best
     stats["full_epochs"] = sum(len(r["val_loss"]) for r in runs)
     stats["full_cpu"] = sum(sum(r["epoch_cpu_s"]) for r in runs)
     return stats
@@ -81,16 +83,19 @@ def compare(searches, strategies) -> dict[str, dict]:
 
     Per strategy: ``epochs`` and ``train_cpu`` as fractions of the full budget's, ``monitor_s``
     (replay CPU minus the reference's), ``total_cpu`` ((training + monitoring) / full),
-    ``mean_regret``, ``max_regret`` and ``kept`` ("searches with regret 0 / searches").
+    ``mean_regret``, ``max_regret``, ``score_ratio`` (mean over searches of the best final value
+    found / the best of all) and ``kept`` ("searches with regret 0 / searches").
     """
     totals = {name: defaultdict(float) for name in strategies}
     regrets = {name: [] for name in strategies}
+    ratios = {name: [] for name in strategies}
     for runs, seed in searches:
         for name, (make, rule) in strategies.items():
             stats = replay(runs, make(), seed, stop_rule=rule)
             for key, value in stats.items():
                 totals[name][key] += value
             regrets[name].append(stats["regret"])
+            ratios[name].append(stats["score_ratio"])
     reference = totals[next(iter(strategies))]["replay_cpu"]
     results = {}
     for name, t in totals.items():
@@ -100,6 +105,7 @@ def compare(searches, strategies) -> dict[str, dict]:
             "epochs": t["epochs"] / t["full_epochs"], "train_cpu": t["train_cpu"] / t["full_cpu"],
             "monitor_s": monitor, "total_cpu": (t["train_cpu"] + monitor) / t["full_cpu"],
             "mean_regret": float(r.mean()), "max_regret": float(r.max()),
+            "score_ratio": float(np.mean(ratios[name])),
             "kept": f"{int(np.sum(r <= 1e-12))}/{r.size}",
         }
     return results
@@ -140,11 +146,12 @@ def print_table(results: dict, cpu_label: str, cpu_key: str, monitor_label: str,
                 kept_label: str) -> None:
     """The Markdown table of :func:`compare`'s results (the CPU column chosen by the caller)."""
     print(f"| strategy | epochs / full | {cpu_label} | {monitor_label} | mean regret | "
-          f"max regret | {kept_label} |")
-    print("|---|---|---|---|---|---|---|")
+          f"max regret | best / unpruned | {kept_label} |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['epochs']:.3f} | {r[cpu_key]:.3f} | {r['monitor_s']:.1f} | "
-              f"{r['mean_regret']:.4f} | {r['max_regret']:.4f} | {r['kept']} |")
+              f"{r['mean_regret']:.4f} | {r['max_regret']:.4f} | {r['score_ratio']:.4f} | "
+              f"{r['kept']} |")
 
 
 if __name__ == "__main__":

@@ -262,6 +262,8 @@ def default_pruning(args) -> KoopmanPruning:
         overrides["loss_ratio"] = args.loss_ratio
     if args.default_start_from_epoch is not None:
         overrides["start_from_epoch"] = args.default_start_from_epoch
+    if args.default_margin is not None:
+        overrides["margin"] = args.default_margin
     return KoopmanPruning(**overrides)
 
 
@@ -299,6 +301,9 @@ def main(argv=None):
     parser.add_argument("--default-start-from-epoch", type=int, default=None,
                         help="start_from_epoch of the 'default' strategy (and so of "
                              "'threshold2'); default: KoopmanPruning's")
+    parser.add_argument("--default-margin", type=float, default=None,
+                        help="margin of the 'default' strategy's forecast rule (default: "
+                             "KoopmanPruning's)")
     parser.add_argument("--loss-ratio", type=float, default=None,
                         help="loss_ratio of the 'default' strategy's rule (default: KoopmanPruning's)")
     parser.add_argument("--strategies", nargs="+",
