@@ -334,11 +334,11 @@ def _add_analysis_options(parser) -> None:
 def _options(args) -> AnalysisOptions:
     """The AnalysisOptions of the command line (the library's defaults unless a flag says)."""
     options = AnalysisOptions(refine=None if args.refine else False)
-    for flag, field in (("--tol", "tol"), ("--delays", "delays")):
-        value = getattr(args, field, None)
+    for flag, name in (("--tol", "tol"), ("--delays", "delays")):
+        value = getattr(args, name, None)
         if value is not None:
             try:
-                options = options.replace(**{field: value})
+                options = options.replace(**{name: value})
             except (TypeError, ValueError) as exc:
                 raise UsageError(f"{flag}: {exc}") from exc
     return options
