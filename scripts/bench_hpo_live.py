@@ -1,0 +1,223 @@
+"""A live Fashion-MNIST search with a learning sampler, once per pruning strategy.
+
+``scripts/bench_hpo.py`` replays recorded curves, which is exact for a sampler that does not
+learn.  This script runs the search itself: Optuna's ``TPESampler`` (seeded per search) proposes
+each configuration from the trials so far, pruned ones included, and every trial is trained
+(``make_curves.py``'s models and data: 14×14 Fashion-MNIST, 1,500 training / 500 validation
+images; MLP or small CNN, SGD / momentum / Adam / RMSprop, learning rate and initialiser scale
+over several orders of magnitude, batch size, activation, width, depth, filters), 20 epochs
+at most.  So each strategy sees different configurations, as in practice.
+
+Strategies: no pruning; Optuna ``MedianPruner(n_startup_trials=5, n_warmup_steps=5)`` and
+:class:`~keras_koopman.optuna_pruning.KoopmanPruner` (``n_steps=20``), both through
+``optuna_integration.KerasPruningCallback``; the loss threshold (training loss still ≥ 0.9 × its
+first-epoch value from epoch 2, or non-finite); and :class:`~keras_koopman.tuner.KoopmanPruning`
+itself as a callback (its defaults; ``reference`` = the best completed trial's final
+``val_loss``), a pruned trial reported to Optuna as PRUNED.
+
+Per search: epochs trained, CPU of the whole study (``process_time``: training, tracing, the
+sampler and the pruner), and the best final ``val_loss`` among completed trials; each as a ratio
+to the no-pruning search with the same sampler seed.
+
+Usage (each search in a process of its own: in one long process the CPU per trial grows from
+trial to trial, which would bias the later strategies' CPU)::
+
+    for seed in 0 1 2; do for s in none median KoopmanPruner "loss threshold" KoopmanPruning; do
+        python scripts/bench_hpo_live.py --first-seed $seed --strategies "$s" \
+            --out runs/hpo_live.jsonl; done; done
+    python scripts/bench_hpo_live.py --summarise runs/hpo_live.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import make_curves
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 20
+STRATEGIES = ("none", "median", "KoopmanPruner", "loss threshold", "KoopmanPruning")
+
+
+def suggest(trial, seed: int) -> dict:
+    """A configuration of ``make_curves.py``'s space, proposed by the sampler."""
+    optimizer = trial.suggest_categorical("optimizer", list(make_curves.OPTIMIZERS))
+    lo, hi = make_curves.LR_RANGE[optimizer]
+    family = trial.suggest_categorical("family", list(make_curves.FAMILIES))
+    config = {
+        "family": family, "optimizer": optimizer,
+        "learning_rate": 10 ** trial.suggest_float(f"log10_lr_{optimizer}", lo, hi),
+        "init_scale": 10 ** trial.suggest_float("log10_init_scale", *make_curves.INIT_RANGE),
+        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512]),
+        "activation": trial.suggest_categorical("activation", ["relu", "tanh"]),
+        "epochs": EPOCHS, "seed": 1_000_003 * seed + trial.number,
+    }
+    if family == "cnn":
+        config["filters"] = trial.suggest_categorical("filters", [4, 8])
+    else:
+        config["width"] = trial.suggest_categorical("width", [32, 64, 128])
+        config["depth"] = trial.suggest_int("depth", 1, 2)
+    return config
+
+
+def search(strategy: str, seed: int, trials: int, data) -> dict:
+    import keras
+    import optuna
+    import tensorflow as tf
+    from optuna_integration import KerasPruningCallback
+
+    from keras_koopman.optuna_pruning import KoopmanPruner
+    from keras_koopman.tuner import KoopmanPruning
+
+    x_tr, y_tr, x_va, y_va = data
+    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5,
+                                                              n_warmup_steps=5),
+              "KoopmanPruner": lambda: KoopmanPruner(EPOCHS,
+                                                     forecast_options={"bounds": (0.0, None)})
+              }.get(strategy, optuna.pruners.NopPruner)()
+    study = optuna.create_study(direction="minimize", pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=seed))
+    counts = {"epochs": 0}
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            counts["epochs"] += 1
+
+    class Report(keras.callbacks.Callback):
+        """Report val_loss to the study (for the sampler) without pruning."""
+
+        def __init__(self, trial):
+            super().__init__()
+            self.trial = trial
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = float((logs or {}).get("val_loss", math.nan))
+            self.trial.report(value if math.isfinite(value) else math.inf, epoch)
+
+    class LossThreshold(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.first = None
+            self.stopped = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = float((logs or {}).get("loss", math.nan))
+            if self.first is None:
+                self.first = loss
+            if not math.isfinite(loss) or (epoch >= 1 and loss >= 0.9 * self.first):
+                self.stopped = True
+                self.model.stop_training = True
+
+    def objective(trial):
+        config = suggest(trial, seed)
+        model = make_curves.build_model(config, x_tr.shape[1:])
+        train = (tf.data.Dataset.from_tensor_slices((x_tr, y_tr))
+                 .shuffle(len(y_tr), seed=config["seed"], reshuffle_each_iteration=True)
+                 .batch(config["batch_size"]))
+        val = tf.data.Dataset.from_tensor_slices((x_va, y_va)).batch(len(y_va)).cache()
+        callbacks = [Count(), keras.callbacks.TerminateOnNaN()]
+        stopper = None
+        if strategy in ("median", "KoopmanPruner"):
+            callbacks.append(KerasPruningCallback(trial, "val_loss"))
+        else:
+            callbacks.append(Report(trial))
+        if strategy == "loss threshold":
+            stopper = LossThreshold()
+        elif strategy == "KoopmanPruning":
+            finals = [t.value for t in study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.value is not None and math.isfinite(t.value)]
+            stopper = KoopmanPruning("val_loss", reference=min(finals) if finals else None)
+        if stopper is not None:
+            callbacks.append(stopper)
+        try:
+            history = model.fit(train, epochs=EPOCHS, validation_data=val, verbose=0,
+                                callbacks=callbacks)
+        finally:
+            keras.backend.clear_session()
+        if stopper is not None and getattr(stopper, "stopped", getattr(stopper, "pruned", False)):
+            raise optuna.TrialPruned()
+        values = history.history.get("val_loss", [])
+        if len(values) < EPOCHS or not math.isfinite(values[-1]):
+            return math.inf  # stopped by TerminateOnNaN: a diverged run
+        return float(values[-1])
+
+    started = time.process_time()
+    study.optimize(objective, n_trials=trials)
+    cpu = time.process_time() - started
+    finals = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    return {"epochs": counts["epochs"], "cpu": cpu, "best": min(finals) if finals else math.inf,
+            "pruned": pruned}
+
+
+def summarise(results: list[dict]) -> None:
+    """Print the ratios of every strategy's searches to the no-pruning search of the same seed."""
+    by_seed = {r["seed"]: r for r in results if r["strategy"] == "none"}
+    print(f"live Fashion-MNIST search, TPE sampler, {EPOCHS}-epoch budget; ratios to the "
+          "no-pruning search of the same seed, mean over seeds [per seed]")
+    print("| strategy | epochs / unpruned | CPU / unpruned | best val_loss / unpruned | "
+          "trials pruned |")
+    print("|---|---|---|---|---|")
+    for strategy in STRATEGIES:
+        runs = sorted((r for r in results if r["strategy"] == strategy and r["seed"] in by_seed),
+                      key=lambda r: r["seed"])
+        if not runs:
+            continue
+        cells = []
+        for key in ("epochs", "cpu", "best"):
+            ratios = [r[key] / by_seed[r["seed"]][key] for r in runs]
+            cells.append(f"{np.mean(ratios):.3f} [{', '.join(f'{x:.3f}' for x in ratios)}]")
+        pruned = "/".join(str(r["pruned"]) for r in runs)
+        print(f"| {strategy} | {' | '.join(cells)} | {pruned} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--out", type=Path, help="append one JSON line per search here")
+    parser.add_argument("--summarise", type=Path, metavar="JSONL",
+                        help="print the table of the searches in this file and exit")
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/keras_koopman_tfds"))
+    args = parser.parse_args(argv)
+    if args.summarise is not None:
+        with open(args.summarise) as handle:
+            summarise([json.loads(line) for line in handle if line.strip()])
+        return 0
+
+    import optuna
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = make_curves.load_data("fashion_mnist", args.data_dir, args.cache_dir, 1500, 500)
+    results = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for strategy in args.strategies:
+            r = dict(search(strategy, seed, args.trials, data), seed=seed, strategy=strategy,
+                     trials=args.trials)
+            results.append(r)
+            print(f"seed {seed} {strategy}: {r['epochs']} epochs, {r['cpu']:.1f} s CPU, best "
+                  f"{r['best']:.4f}, {r['pruned']} pruned", flush=True)
+            if args.out is not None:
+                with open(args.out, "a") as handle:
+                    handle.write(json.dumps(r) + "\n")
+    summarise(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
