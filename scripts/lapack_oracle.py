@@ -8,7 +8,7 @@ wrap these drivers, so this script-side module (used by ``scripts/bench_dmd.py``
 ``scipy_dgedmdq_`` of the OpenBLAS shipped by the PyPI package ``scipy-openblas32`` (32-bit
 integers, ``scipy_`` symbol prefix).
 
-Binding details (the project note ``../shared/docs/dmd_rrr.md`` beside the checkout, §8):
+Binding details:
 
 * the Fortran interface, not LAPACKE (``LAPACKE_dgedmd``'s prototype was wrong in LAPACK 3.11);
   every argument by reference, arrays in column-major (Fortran) order, and the hidden ``size_t``

@@ -1,8 +1,8 @@
 """LAPACK's DGEDMD/DGEDMDQ (Drmač's reference implementation) as an oracle for ``dmd_rrr``.
 
 First the ctypes binding is checked on its own against a planted spectrum and an independent
-numpy transcription of the DGEDMD steps; then ``dmd_rrr`` is compared with it on the cases of
-``../shared/docs/dmd_rrr.md`` (beside the checkout) §9.  Everything is skipped where ``scipy-openblas32`` cannot be loaded.
+numpy transcription of the DGEDMD steps; then ``dmd_rrr`` is compared with it on trajectories
+with known spectra (below).  Everything is skipped where ``scipy-openblas32`` cannot be loaded.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ TOL = 1e-10  # agreement required by the issue
 
 
 # ---------------------------------------------------------------------------------------------
-# Cases with known spectra (../shared/docs/dmd_rrr.md §9)
+# Cases with known spectra
 # ---------------------------------------------------------------------------------------------
 
 def _real_block(eigenvalues) -> np.ndarray:
