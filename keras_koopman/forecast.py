@@ -244,18 +244,14 @@ def forecast_curve(
                "increments": increments}
     if transform == "auto":
         transform = _choose_transform(y, options)
+    q_lo, q_hi = _interval_quantiles(quantiles, horizon, n)
     if transform == "log":
-        if quantiles is None:
-            table = np.asarray(INTERVAL_QUANTILES, dtype=np.float64)[
-                np.searchsorted(RATIO_EDGES, np.arange(1, horizon + 1) / n)]
         fc = forecast_curve(np.log(y), horizon, transform="none",
                             quantiles=(-1.0, 1.0), **options)
         with np.errstate(over="ignore"):
             mean = np.exp(fc.mean)
         if np.all(np.isfinite(mean)) and np.all(np.isfinite(mean * (fc.upper - fc.mean))):
             scale = mean * (fc.upper - fc.mean)  # first-order scale in the units of the values
-            q_lo, q_hi = (table[:, 0], table[:, 1]) if quantiles is None else \
-                _check_quantiles(quantiles)
             return _result(mean, mean + q_lo * scale, mean + q_hi * scale, fc.method,
                            list(zip(fc.eigenvalues, fc.residuals)), fc.fit_rms,
                            mean * fc.spread, *_check_bounds(bounds), fc.members,
@@ -263,12 +259,6 @@ def forecast_curve(
         transform = "none"  # exp overflowed: forecast the values themselves
     lo_bound, hi_bound = _check_bounds(bounds)
     steps = np.arange(1, horizon + 1, dtype=np.float64)
-    if quantiles is None:
-        table = np.asarray(INTERVAL_QUANTILES, dtype=np.float64)[
-            np.searchsorted(RATIO_EDGES, steps / n)]
-        q_lo, q_hi = table[:, 0], table[:, 1]
-    else:
-        q_lo, q_hi = _check_quantiles(quantiles)
 
     level = max(1.0, float(np.max(np.abs(y))))
     if float(np.ptp(y)) <= 1e-12 * level:
@@ -360,6 +350,16 @@ def _result(mean, lower, upper, method, eigs, fit_rms, spread, lo_bound, hi_boun
         members=tuple(members), fit_rms=float(fit_rms),
         spread=np.asarray(spread, dtype=np.float64), transform=transform,
     )
+
+
+def _interval_quantiles(quantiles, horizon: int, n: int):
+    """``(q_lo, q_hi)`` of the interval: the given pair, or per step the calibrated pair of the
+    :data:`RATIO_EDGES` bin holding ``k / n``."""
+    if quantiles is not None:
+        return _check_quantiles(quantiles)
+    table = np.asarray(INTERVAL_QUANTILES, dtype=np.float64)[
+        np.searchsorted(RATIO_EDGES, np.arange(1, horizon + 1) / n)]
+    return table[:, 0], table[:, 1]
 
 
 def _choose_transform(y: np.ndarray, options: dict) -> str:
