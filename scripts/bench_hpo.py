@@ -177,22 +177,6 @@ def keras_tuner_hyperband(runs: list[dict], seed: int, iterations: int, director
     return stats
 
 
-def summarise(per_search: list[dict]) -> dict:
-    """:func:`bench_optuna_pruner.compare`'s summary of one strategy's searches (no monitoring
-    cost)."""
-    import numpy as np
-
-    total = {k: sum(s[k] for s in per_search)
-             for k in ("epochs", "train_cpu", "full_epochs", "full_cpu")}
-    regret = np.asarray([s["regret"] for s in per_search])
-    return {"epochs": total["epochs"] / total["full_epochs"],
-            "train_cpu": total["train_cpu"] / total["full_cpu"], "monitor_s": 0.0,
-            "total_cpu": total["train_cpu"] / total["full_cpu"],
-            "mean_regret": float(regret.mean()), "max_regret": float(regret.max()),
-            "score_ratio": float(np.mean([s["score_ratio"] for s in per_search])),
-            "kept": f"{int(np.sum(regret <= 1e-12))}/{regret.size}"}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", type=int, default=60)
@@ -206,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = record_runs(args)
 
     import optuna
-    from bench_optuna_pruner import compare, print_table
+    from bench_optuna_pruner import compare, print_table, summarise
 
     from keras_koopman.optuna_pruning import KoopmanPruner
 

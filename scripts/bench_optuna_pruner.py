@@ -77,38 +77,38 @@ def replay(runs: list[dict], pruner, seed: int, stop_rule=None) -> dict:
     return stats
 
 
+def summarise(per_search: list[dict], monitor_s: float = 0.0) -> dict:
+    """One strategy's searches (:func:`replay`'s stats) as :func:`compare` reports them, with
+    ``monitor_s`` seconds of monitoring CPU charged on top of the training CPU."""
+    total = {k: sum(s[k] for s in per_search)
+             for k in ("epochs", "train_cpu", "full_epochs", "full_cpu")}
+    regret = np.asarray([s["regret"] for s in per_search])
+    return {
+        "epochs": total["epochs"] / total["full_epochs"],
+        "train_cpu": total["train_cpu"] / total["full_cpu"], "monitor_s": monitor_s,
+        "total_cpu": (total["train_cpu"] + monitor_s) / total["full_cpu"],
+        "mean_regret": float(regret.mean()), "max_regret": float(regret.max()),
+        "score_ratio": float(np.mean([s["score_ratio"] for s in per_search])),
+        "kept": f"{int(np.sum(regret <= 1e-12))}/{regret.size}",
+    }
+
+
 def compare(searches, strategies) -> dict[str, dict]:
     """Replay every search ``(runs, seed)`` with every strategy ``name: (make_pruner,
     stop_rule)``; the first strategy is the no-pruning reference for the monitoring CPU.
 
-    Per strategy: ``epochs`` and ``train_cpu`` as fractions of the full budget's, ``monitor_s``
-    (replay CPU minus the reference's), ``total_cpu`` ((training + monitoring) / full),
-    ``mean_regret``, ``max_regret``, ``score_ratio`` (mean over searches of the best final value
-    found / the best of all) and ``kept`` ("searches with regret 0 / searches").
+    Per strategy (:func:`summarise`): ``epochs`` and ``train_cpu`` as fractions of the full
+    budget's, ``monitor_s`` (replay CPU minus the reference's), ``total_cpu`` ((training +
+    monitoring) / full), ``mean_regret``, ``max_regret``, ``score_ratio`` (mean over searches of
+    the best final value found / the best of all) and ``kept`` ("searches with regret 0 /
+    searches").
     """
-    totals = {name: defaultdict(float) for name in strategies}
-    regrets = {name: [] for name in strategies}
-    ratios = {name: [] for name in strategies}
-    for runs, seed in searches:
-        for name, (make, rule) in strategies.items():
-            stats = replay(runs, make(), seed, stop_rule=rule)
-            for key, value in stats.items():
-                totals[name][key] += value
-            regrets[name].append(stats["regret"])
-            ratios[name].append(stats["score_ratio"])
-    reference = totals[next(iter(strategies))]["replay_cpu"]
-    results = {}
-    for name, t in totals.items():
-        r = np.asarray(regrets[name])
-        monitor = max(t["replay_cpu"] - reference, 0.0)
-        results[name] = {
-            "epochs": t["epochs"] / t["full_epochs"], "train_cpu": t["train_cpu"] / t["full_cpu"],
-            "monitor_s": monitor, "total_cpu": (t["train_cpu"] + monitor) / t["full_cpu"],
-            "mean_regret": float(r.mean()), "max_regret": float(r.max()),
-            "score_ratio": float(np.mean(ratios[name])),
-            "kept": f"{int(np.sum(r <= 1e-12))}/{r.size}",
-        }
-    return results
+    stats = {name: [replay(runs, make(), seed, stop_rule=rule) for runs, seed in searches]
+             for name, (make, rule) in strategies.items()}
+    replay_cpu = {name: sum(s["replay_cpu"] for s in per) for name, per in stats.items()}
+    reference = replay_cpu[next(iter(strategies))]
+    return {name: summarise(per, max(replay_cpu[name] - reference, 0.0))
+            for name, per in stats.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
