@@ -72,7 +72,6 @@ def suggest(trial, seed: int) -> dict:
 def search(strategy: str, seed: int, trials: int, data) -> dict:
     import keras
     import optuna
-    import tensorflow as tf
     from optuna_integration import KerasPruningCallback
 
     from keras_koopman.optuna_pruning import KoopmanPruner
@@ -119,10 +118,7 @@ def search(strategy: str, seed: int, trials: int, data) -> dict:
     def objective(trial):
         config = suggest(trial, seed)
         model = make_curves.build_model(config, x_tr.shape[1:])
-        train = (tf.data.Dataset.from_tensor_slices((x_tr, y_tr))
-                 .shuffle(len(y_tr), seed=config["seed"], reshuffle_each_iteration=True)
-                 .batch(config["batch_size"]))
-        val = tf.data.Dataset.from_tensor_slices((x_va, y_va)).batch(len(y_va)).cache()
+        train, val = make_curves.pipelines(config, data)
         callbacks = [Count(), keras.callbacks.TerminateOnNaN()]
         stopper = None
         if strategy in ("median", "KoopmanPruner"):
