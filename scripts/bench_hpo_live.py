@@ -11,8 +11,8 @@ at most.  So each strategy sees different configurations, as in practice.
 Strategies: no pruning; Optuna ``MedianPruner(n_startup_trials=5, n_warmup_steps=5)`` and
 :class:`~keras_koopman.optuna_pruning.KoopmanPruner` (``n_steps=20``), both through
 ``optuna_integration.KerasPruningCallback``; the loss threshold (training loss still ≥ 0.9 × its
-first-epoch value from epoch 2, or non-finite); and :class:`~keras_koopman.tuner.KoopmanPruning`
-itself as a callback (its defaults; ``reference`` = the best completed trial's final
+first-epoch value from epoch 2, or non-finite: ``KoopmanPruning(forecast=None)``, the callback's
+loss rule alone); and :class:`~keras_koopman.tuner.KoopmanPruning` itself as a callback (its defaults; ``reference`` = the best completed trial's final
 ``val_loss``), a pruned trial reported to Optuna as PRUNED.
 
 Per search: epochs trained, CPU of the whole study (``process_time``: training, tracing, the
@@ -102,19 +102,6 @@ def search(strategy: str, seed: int, trials: int, data) -> dict:
             value = float((logs or {}).get("val_loss", math.nan))
             self.trial.report(value if math.isfinite(value) else math.inf, epoch)
 
-    class LossThreshold(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.first = None
-            self.stopped = False
-
-        def on_epoch_end(self, epoch, logs=None):
-            loss = float((logs or {}).get("loss", math.nan))
-            if self.first is None:
-                self.first = loss
-            if not math.isfinite(loss) or (epoch >= 1 and loss >= 0.9 * self.first):
-                self.stopped = True
-                self.model.stop_training = True
-
     def objective(trial):
         config = suggest(trial, seed)
         model = make_curves.build_model(config, x_tr.shape[1:])
@@ -125,8 +112,8 @@ def search(strategy: str, seed: int, trials: int, data) -> dict:
             callbacks.append(KerasPruningCallback(trial, "val_loss"))
         else:
             callbacks.append(Report(trial))
-        if strategy == "loss threshold":
-            stopper = LossThreshold()
+        if strategy == "loss threshold":  # KoopmanPruning's loss (and non-finite) rule alone
+            stopper = KoopmanPruning("val_loss", forecast=None)
         elif strategy == "KoopmanPruning":
             finals = [t.value for t in study.get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -139,7 +126,7 @@ def search(strategy: str, seed: int, trials: int, data) -> dict:
                                 callbacks=callbacks)
         finally:
             keras.backend.clear_session()
-        if stopper is not None and getattr(stopper, "stopped", getattr(stopper, "pruned", False)):
+        if stopper is not None and stopper.pruned:
             raise optuna.TrialPruned()
         values = history.history.get("val_loss", [])
         if len(values) < EPOCHS or not math.isfinite(values[-1]):
