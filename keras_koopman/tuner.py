@@ -392,9 +392,10 @@ class KoopmanPruningMixin:
     ----------
     pruning : KoopmanPruning, optional
         Template of the callback given to every trial's ``fit`` (default ``KoopmanPruning()``);
-        its ``objective``, ``direction`` and ``reference`` are replaced by the tuner's objective
-        and the best score of the completed trials (for Hyperband: with the same
-        ``tuner/epochs``).
+        each trial gets ``type(pruning)(**pruning.get_config())`` (so a subclass is kept, if
+        its ``get_config`` returns its constructor's arguments) with ``objective``,
+        ``direction`` and ``reference`` replaced by the tuner's objective and the best score
+        of the completed trials (for Hyperband: with the same ``tuner/epochs``).
     pruned_score : {"observed", "forecast"}
         Score reported for a pruned trial.  ``"observed"`` (default): keras-tuner's usual score
         of the epochs that ran (the best epoch so far), a pessimistic value that never makes a
@@ -443,7 +444,7 @@ class KoopmanPruningMixin:
         config.update(objective=objective.name, direction=objective.direction,
                       reference=self._reference(budget))
         kwargs = dict(kwargs)
-        kwargs["callbacks"] = [KoopmanPruning(**config), *(kwargs.get("callbacks") or [])]
+        kwargs["callbacks"] = [type(self.pruning)(**config), *(kwargs.get("callbacks") or [])]
         results = super().run_trial(trial, *args, **kwargs)
         single = not isinstance(results, list)
         results = [self._finish(r, objective) for r in ([results] if single else results)]

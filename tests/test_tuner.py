@@ -280,6 +280,35 @@ def test_search_completes_pruned_trials_with_a_score(tmp_path):
     assert "pruned after 4 epochs by the loss rule (poor start)" in text
 
 
+class _CountingPruning(KoopmanPruning):
+    """A user's subclass of the template: counts the trials it ran in (class attribute, since
+    keras-tuner deep-copies callbacks)."""
+
+    trials_seen: list = []
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        _CountingPruning.trials_seen.append((self.objective, self.reference))
+
+
+def test_a_subclass_of_the_pruning_template_runs_in_every_trial(tmp_path):
+    def build(hp):
+        return small_model(hp.Choice("lr", [0.05, 1e-5]))
+
+    _CountingPruning.trials_seen = []
+    tuner = SpectralGridSearch(build, objective="val_loss", directory=str(tmp_path),
+                               project_name="subclass", pruning=_CountingPruning())
+    x, y, xv, yv = regression_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tuner.search(x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=32, verbose=0)
+    seen = _CountingPruning.trials_seen
+    assert len(seen) == 2 and all(objective == "val_loss" for objective, _ in seen)
+    # the second trial's copy carries the first trial's score as its reference
+    first = min(tuner.oracle.trials.values(), key=lambda t: t.trial_id)
+    assert seen[0][1] is None and seen[1][1] == pytest.approx(first.score)
+
+
 class EpochsPerRate(SpectralGridSearch):
     """Keeps how many epochs each learning rate's trial ran (from its History)."""
 
