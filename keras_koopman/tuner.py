@@ -57,6 +57,7 @@ __all__ = [
     "SpectralHyperband",
     "SpectralRandomSearch",
     "TrialPruning",
+    "falls_short",
     "forecast_condemns",
     "forecast_promise",
     "with_koopman_pruning",
@@ -105,6 +106,21 @@ def forecast_promise(result: CurveForecast, direction: str, reading: str) -> flo
     return float(low.min() if direction == "min" else high.max())
 
 
+def falls_short(values, reference: float, margin: float, direction: str) -> bool:
+    """``True`` when the best finite value of ``values`` is worse than
+    ``reference ± margin·|reference|`` (also when none is finite): only then can
+    :func:`forecast_condemns` condemn a trial with these observed values, so only then does
+    :class:`KoopmanPruning` compute a forecast for its rule."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return True
+    tolerance = margin * abs(reference)
+    if direction == "min":
+        return float(values.min()) > reference + tolerance
+    return float(values.max()) < reference - tolerance
+
+
 def forecast_condemns(promise: float, observed, reference: float, margin: float,
                       direction: str) -> bool:
     """KoopmanPruning's forecast rule: ``True`` when even the best of the observed values and
@@ -113,14 +129,8 @@ def forecast_condemns(promise: float, observed, reference: float, margin: float,
     callback's rule exactly."""
     if not math.isfinite(promise):
         return False
-    observed = np.asarray(observed, dtype=np.float64)
-    observed = observed[np.isfinite(observed)]
-    tolerance = margin * abs(reference)
-    if direction == "min":
-        best = min(promise, observed.min()) if observed.size else promise
-        return best > reference + tolerance
-    best = max(promise, observed.max()) if observed.size else promise
-    return best < reference - tolerance
+    return falls_short(np.append(np.asarray(observed, dtype=np.float64), promise),
+                       reference, margin, direction)
 
 
 class KoopmanPruning(keras.callbacks.Callback):
@@ -128,8 +138,8 @@ class KoopmanPruning(keras.callbacks.Callback):
 
     Records the training loss and the objective every epoch with a
     :class:`~keras_koopman.TrajectoryRecorder` (scalars only: the per-epoch cost is a few
-    floats and one :func:`~keras_koopman.forecast_curve`, milliseconds) and prunes, after
-    ``start_from_epoch`` epochs, when
+    floats, plus one :func:`~keras_koopman.forecast_curve`, about 15 ms, on the epochs where
+    the forecast rule could prune) and prunes, after ``start_from_epoch`` epochs, when
 
     1. **loss rule**: the training loss is still at least ``loss_ratio`` times its first value
        (:func:`~keras_koopman.decisions.loss_ratio_reason`; 0.9 was chosen by
@@ -146,7 +156,10 @@ class KoopmanPruning(keras.callbacks.Callback):
     seeds ``restart_seed, restart_seed + 1, …``) that many times before it prunes.  Every epoch
     it writes :data:`PRUNING_KEYS` into ``logs``: ``pruned`` (1.0 once pruned),
     ``pruned_epoch``, ``pruned_rule`` (a :class:`PruningRule`), ``pruning_forecast`` (the
-    forecast of the objective at the end of the budget, NaN when none), ``pruning_restarts``.
+    forecast of the objective at the end of the budget; it is computed only where it can
+    decide, i.e. on epochs where the forecast rule could prune (:func:`falls_short`: the
+    observed best is still short of the reference) and at the epoch the trial is pruned, and
+    is NaN on the others), ``pruning_restarts``.
 
     Args:
         objective: ``logs`` key to forecast (default ``"val_loss"``; in a tuner, its objective).
@@ -261,20 +274,24 @@ class KoopmanPruning(keras.callbacks.Callback):
         done = int(epoch) + 1
         bad = self.recorder.record_epoch(done, logs)
         budget = (self.params or {}).get("epochs")
-        best_ahead = math.nan
         self.forecast_value = math.nan
-        if not bad and budget is not None and done < budget:
-            self.forecast_value, best_ahead = self._forecast(done, budget)
         if not self.pruned:
             if bad:
                 self._prune(done, PruningRule.NONFINITE, f"non-finite {', '.join(bad)}")
             elif self._loss_rule(done):
                 pass
-            elif self._forecast_condemns(done, best_ahead):
-                self._prune(done, PruningRule.FORECAST,
-                            f"{self.objective_name} forecast to reach at best {best_ahead:.4g} "
-                            f"within the budget; best completed trial {self.reference:.4g} "
-                            f"(margin {self.margin:.0%})")
+            elif self._forecast_may_prune(done, budget):
+                self.forecast_value, best_ahead = self._forecast(done, budget)
+                _, observed = self.recorder.scalar(self.objective_name)
+                if forecast_condemns(best_ahead, observed, self.reference, self.margin,
+                                     self.direction):
+                    self._prune(done, PruningRule.FORECAST,
+                                f"{self.objective_name} forecast to reach at best "
+                                f"{best_ahead:.4g} within the budget; best completed trial "
+                                f"{self.reference:.4g} (margin {self.margin:.0%})")
+            if self.pruned and not bad and math.isnan(self.forecast_value) \
+                    and budget is not None and done < budget:
+                self.forecast_value, _ = self._forecast(done, budget)  # for the log and score
         logs.update({"pruned": float(self.pruned), "pruned_epoch": float(self.pruned_epoch or 0),
                      "pruned_rule": float(self.rule),
                      "pruning_forecast": float(self.forecast_value),
@@ -308,12 +325,15 @@ class KoopmanPruning(keras.callbacks.Callback):
         self.forecast_result = result
         return float(result.mean[-1]), forecast_promise(result, self.direction, self.forecast)
 
-    def _forecast_condemns(self, done: int, best_ahead: float) -> bool:
+    def _forecast_may_prune(self, done: int, budget: int | None) -> bool:
+        """Whether the forecast rule could prune now: it is on, has a reference, the warm-up is
+        over, epochs are left and the observed values fall short of the reference (otherwise
+        no forecast can condemn the trial, and none is computed)."""
         if self.forecast is None or self.reference is None or done <= self.start_from_epoch \
-                or done < FORECAST_FROM:
+                or done < FORECAST_FROM or budget is None or done >= budget:
             return False
         _, observed = self.recorder.scalar(self.objective_name)
-        return forecast_condemns(best_ahead, observed, self.reference, self.margin, self.direction)
+        return falls_short(observed, self.reference, self.margin, self.direction)
 
     def _prune(self, done: int, rule: PruningRule, reason: str) -> None:
         self.pruned = True

@@ -101,8 +101,8 @@ def keras_tuner_rule(optuna, reading: str | None = None, margin: float | None = 
     ``reading`` overrides the default ``forecast`` reading ("mean" or "interval"), ``margin``
     the default margin."""
     from keras_koopman.forecast import forecast_curve
-    from keras_koopman.tuner import (FORECAST_FROM, KoopmanPruning, forecast_condemns,
-                                     forecast_promise)
+    from keras_koopman.tuner import (FORECAST_FROM, KoopmanPruning, falls_short,
+                                     forecast_condemns, forecast_promise)
 
     defaults = KoopmanPruning()
 
@@ -115,15 +115,15 @@ def keras_tuner_rule(optuna, reading: str | None = None, margin: float | None = 
             finals = [t.value for t in study.get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.value is not None and math.isfinite(t.value)]
-            if not finals:
-                return False
+            tolerance = defaults.margin if margin is None else margin
+            if not finals or not falls_short(values, min(finals), tolerance, "min"):
+                return False  # no forecast could condemn it: the callback computes none
             try:
                 result = forecast_curve(values, EPOCHS - done, **defaults.forecast_options)
             except ValueError:
                 return False
             promise = forecast_promise(result, "min", reading or defaults.forecast)
-            return forecast_condemns(promise, values, min(finals),
-                                     defaults.margin if margin is None else margin, "min")
+            return forecast_condemns(promise, values, min(finals), tolerance, "min")
 
     return Rule()
 

@@ -30,20 +30,16 @@ trial to trial, which would bias the later strategies' CPU)::
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import live_search
 import make_curves
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 20
 STRATEGIES = ("none", "median", "KoopmanPruner", "loss threshold", "KoopmanPruning")
 
@@ -77,7 +73,9 @@ def search(strategy: str, seed: int, trials: int, data) -> dict:
     from keras_koopman.optuna_pruning import KoopmanPruner
     from keras_koopman.tuner import KoopmanPruning
 
-    x_tr, y_tr, x_va, y_va = data
+    x_tr = data[0]
+    pruning_callback = live_search.timed(KerasPruningCallback)
+    koopman_pruning = live_search.timed(KoopmanPruning)
     pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5,
                                                               n_warmup_steps=5),
               "KoopmanPruner": lambda: KoopmanPruner(EPOCHS,
@@ -109,16 +107,16 @@ def search(strategy: str, seed: int, trials: int, data) -> dict:
         callbacks = [Count(), keras.callbacks.TerminateOnNaN()]
         stopper = None
         if strategy in ("median", "KoopmanPruner"):
-            callbacks.append(KerasPruningCallback(trial, "val_loss"))
+            callbacks.append(pruning_callback(trial, "val_loss"))
         else:
             callbacks.append(Report(trial))
         if strategy == "loss threshold":  # KoopmanPruning's loss (and non-finite) rule alone
-            stopper = KoopmanPruning("val_loss", forecast=None)
+            stopper = koopman_pruning("val_loss", forecast=None)
         elif strategy == "KoopmanPruning":
             finals = [t.value for t in study.get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.value is not None and math.isfinite(t.value)]
-            stopper = KoopmanPruning("val_loss", reference=min(finals) if finals else None)
+            stopper = koopman_pruning("val_loss", reference=min(finals) if finals else None)
         if stopper is not None:
             callbacks.append(stopper)
         try:
@@ -133,71 +131,38 @@ def search(strategy: str, seed: int, trials: int, data) -> dict:
             return math.inf  # stopped by TerminateOnNaN: a diverged run
         return float(values[-1])
 
+    live_search.PRUNER_CPU[0] = 0.0
     started = time.process_time()
     study.optimize(objective, n_trials=trials)
     cpu = time.process_time() - started
     finals = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     return {"epochs": counts["epochs"], "cpu": cpu, "best": min(finals) if finals else math.inf,
-            "pruned": pruned}
+            "pruned": pruned, "pruner_cpu": live_search.PRUNER_CPU[0]}
 
 
 def summarise(results: list[dict]) -> None:
     """Print the ratios of every strategy's searches to the no-pruning search of the same seed."""
-    by_seed = {r["seed"]: r for r in results if r["strategy"] == "none"}
     print(f"live Fashion-MNIST search, TPE sampler, {EPOCHS}-epoch budget; ratios to the "
           "no-pruning search of the same seed, mean over seeds [per seed]")
-    print("| strategy | epochs / unpruned | CPU / unpruned | best val_loss / unpruned | "
-          "trials pruned |")
-    print("|---|---|---|---|---|")
-    for strategy in STRATEGIES:
-        runs = sorted((r for r in results if r["strategy"] == strategy and r["seed"] in by_seed),
-                      key=lambda r: r["seed"])
-        if not runs:
-            continue
-        cells = []
-        for key in ("epochs", "cpu", "best"):
-            ratios = [r[key] / by_seed[r["seed"]][key] for r in runs]
-            cells.append(f"{np.mean(ratios):.3f} [{', '.join(f'{x:.3f}' for x in ratios)}]")
-        pruned = "/".join(str(r["pruned"]) for r in runs)
-        print(f"| {strategy} | {' | '.join(cells)} | {pruned} |")
+    live_search.ratio_table(results, STRATEGIES, [("epochs", "epochs"), ("cpu", "CPU"),
+                                                  ("best", "best val_loss")], group=("n_train",))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
-    parser.add_argument("--out", type=Path, help="append one JSON line per search here")
-    parser.add_argument("--summarise", type=Path, metavar="JSONL",
-                        help="print the table of the searches in this file and exit")
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/keras_koopman_tfds"))
-    args = parser.parse_args(argv)
+    args = live_search.parser(__doc__.split("\n\n")[0], STRATEGIES).parse_args(argv)
     if args.summarise is not None:
-        with open(args.summarise) as handle:
-            summarise([json.loads(line) for line in handle if line.strip()])
+        summarise(live_search.read(args.summarise))
         return 0
 
     import optuna
-    import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = make_curves.load_data("fashion_mnist", args.data_dir, args.cache_dir, 1500, 500)
-    results = []
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for strategy in args.strategies:
-            r = dict(search(strategy, seed, args.trials, data), seed=seed, strategy=strategy,
-                     trials=args.trials)
-            results.append(r)
-            print(f"seed {seed} {strategy}: {r['epochs']} epochs, {r['cpu']:.1f} s CPU, best "
-                  f"{r['best']:.4f}, {r['pruned']} pruned", flush=True)
-            if args.out is not None:
-                with open(args.out, "a") as handle:
-                    handle.write(json.dumps(r) + "\n")
+    results = live_search.run(
+        args, lambda strategy, seed, data: search(strategy, seed, args.trials, data),
+        lambda r: (f"seed {r['seed']} {r['strategy']}: {r['epochs']} epochs, {r['cpu']:.1f} s "
+                   f"CPU (pruner {r['pruner_cpu']:.1f} s), best {r['best']:.4f}, "
+                   f"{r['pruned']} pruned"))
     summarise(results)
     return 0
 

@@ -29,9 +29,21 @@ def recorded(tmp_path_factory):
     model.compile(keras.optimizers.SGD(0.3 * eta), "mse")
     folder = tmp_path_factory.mktemp("entry") / "record"
     monitor = KoopmanMonitor(("weights", "loss", "val_loss"), analyze_at=(EPOCHS,), storage=folder)
-    pruning = KoopmanPruning("val_loss", loss_ratio=None, reference=1e9)  # never condemns
     history = model.fit(X, y, batch_size=8, epochs=EPOCHS, validation_data=(X[:32], y[:32]),
-                        verbose=0, callbacks=[monitor, pruning])
+                        verbose=0, callbacks=[monitor])
+    # the tuner's callback fed the same epochs: with a reference no trial reaches (a loss of 0)
+    # it forecasts the objective at epoch EPOCHS - 1, its first chance to prune
+    pruning = KoopmanPruning("val_loss", loss_ratio=None, reference=0.0,
+                             start_from_epoch=EPOCHS - 2)
+    pruning.set_model(model)
+    pruning.set_params({"epochs": EPOCHS})
+    pruning.on_train_begin()
+    for epoch in range(EPOCHS):
+        pruning.on_epoch_end(epoch, {key: history.history[key][epoch]
+                                     for key in ("loss", "val_loss")})
+        if pruning.pruned:
+            break
+    model.stop_training = False
     return folder, monitor, pruning, history
 
 

@@ -91,12 +91,18 @@ def test_forecast_rule_prunes_only_against_a_better_reference():
     fit(0.01, interval)
     assert not interval.pruned or interval.pruned_epoch >= slow.pruned_epoch
 
-    beaten = KoopmanPruning(start_from_epoch=3, reference=10.0, loss_ratio=None)
-    history = fit(0.01, beaten)
-    assert not beaten.pruned and len(history.epoch) == EPOCHS
+    # a reference the trial reaches at its 7th epoch: it is forecast (and could be pruned) only
+    # while its best is short of the reference plus the margin, from epoch 4; never afterwards
+    curve = np.asarray(fit(0.01, KoopmanPruning(loss_ratio=None)).history["val_loss"])
+    reached = KoopmanPruning(start_from_epoch=3, reference=float(curve[6]) / 1.1 * 1.0001,
+                             loss_ratio=None)
+    history = fit(0.01, reached)
+    assert not reached.pruned and len(history.epoch) == EPOCHS
     forecasts = np.asarray(history.history["pruning_forecast"])
-    assert np.all(np.isnan(forecasts[:3])) and np.all(np.isfinite(forecasts[3:-1]))
-    assert np.isnan(forecasts[-1])  # nothing left to forecast at the end of the budget
+    short = np.minimum.accumulate(curve) > reached.reference * 1.1
+    done = np.arange(1, EPOCHS + 1)
+    np.testing.assert_array_equal(np.isfinite(forecasts), short & (done >= 4) & (done < EPOCHS))
+    assert np.isfinite(forecasts).sum() == 3  # epochs 4, 5 and 6
 
 
 def test_early_start_prunes_by_the_loss_rule_but_forecasts_only_from_epoch_4():
@@ -261,6 +267,11 @@ def test_search_completes_pruned_trials_with_a_score(tmp_path):
     assert tuner.get_best_hyperparameters()[0]["lr"] == 0.05
     slow = trials[0.005]
     assert slow.metrics.get_last_value("pruned_epoch") == 4.0
+    # a trial pruned by the loss rule still gets the forecast of the epoch it was pruned at
+    # (its score under pruned_score="forecast")
+    stagnant = trials[1e-5]
+    assert stagnant.metrics.get_last_value("pruned_epoch") == 4.0
+    assert np.isfinite(stagnant.metrics.get_last_value("pruning_forecast"))
     # pruned_score="forecast": the forecast, clipped to be no better than the last value seen
     forecast = slow.metrics.get_last_value("pruning_forecast")
     last_seen = slow.metrics.get_last_value("val_loss")
