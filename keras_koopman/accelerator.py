@@ -218,6 +218,7 @@ class KoopmanAccelerator(keras.callbacks.Callback):
     Example:
 
     >>> import keras, numpy as np, keras_koopman as kk
+    >>> keras.utils.set_random_seed(0)  # the model's initial weights
     >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
     >>> y = x @ np.array([[1.0], [-2.0], [0.5]], dtype="float32") + 0.3
     >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
