@@ -11,10 +11,13 @@ module adds pruning to any tuner with one line::
 Every trial's ``fit`` gets a :class:`KoopmanPruning` callback, which records the loss and
 the objective (scalars only) and stops the trial after a warm-up when
 
-1. **loss rule**: the training loss has hardly moved from its first value (or is NaN/inf); or
-2. **forecast**: the Koopman forecast of the objective (Hankel DMD of its curve, the KMD of the
-   paper's Eq. (2) continued in time) promises nothing within ``margin`` of the best completed
-   trial.
+1. **loss rule** (default): the training loss has hardly moved from its first value (or is
+   NaN/inf); or
+2. **forecast** (``KoopmanPruning(forecast="interval")``): the Koopman forecast of the objective
+   (Hankel DMD of its curve, the KMD of the paper's Eq. (2) continued in time) promises nothing
+   within ``margin`` of the best completed trial.  It trains 20–40 % fewer epochs than the loss
+   rule alone and, in live searches, costs about 0.7 % of the best score (``docs/tuner.md``),
+   hence off by default.
 
 The paper's spectral poor-initialisation rule on the weights is available as
 :class:`~keras_koopman.PoorInitialization` (with a :class:`~keras_koopman.KoopmanMonitor`) in a
@@ -139,7 +142,8 @@ class KoopmanPruning(keras.callbacks.Callback):
     Records the training loss and the objective every epoch with a
     :class:`~keras_koopman.TrajectoryRecorder` (scalars only: the per-epoch cost is a few
     floats, plus one :func:`~keras_koopman.forecast_curve`, about 15 ms, on the epochs where
-    the forecast rule could prune) and prunes, after ``start_from_epoch`` epochs, when
+    the forecast rule, if on, could prune and at the epoch of a prune) and prunes, after
+    ``start_from_epoch`` epochs, when
 
     1. **loss rule**: the training loss is still at least ``loss_ratio`` times its first value
        (:func:`~keras_koopman.decisions.loss_ratio_reason`; 0.9 was chosen by
@@ -147,19 +151,23 @@ class KoopmanPruning(keras.callbacks.Callback):
     2. **forecast**: the Koopman forecast of the objective (:func:`~keras_koopman.forecast_curve`:
        Hankel DMD_RRR of its curve, the KMD of the paper's Eq. (2) continued in time) promises
        nothing within ``margin`` of the best completed trial (``reference``) before the end of
-       the budget.  ``forecast="interval"`` (default) reads the promise as the optimistic end
-       of the forecast's 80 % interval, ``"mean"`` as the point forecast, which prunes earlier
-       and lost the best configuration in a realistic search (``scripts/bench_hpo.py``,
-       ``docs/benchmarks.md``).
+       the budget.  Off by default (``forecast=None``): in live keras-tuner and Optuna searches
+       it trained 20–40 % fewer epochs than the loss rule alone but reached a best score about
+       0.7 % worse (``scripts/bench_tuner_live.py``, ``scripts/bench_hpo_live.py``,
+       ``docs/benchmarks.md``).  ``forecast="interval"`` reads the promise as the optimistic
+       end of the forecast's 80 % interval, ``"mean"`` as the point forecast, which prunes
+       earlier and lost the best configuration in a realistic search
+       (``scripts/bench_hpo.py``).
 
     With ``restarts``, the loss rule re-draws the weights (:func:`~keras_koopman.reinitialize`,
     seeds ``restart_seed, restart_seed + 1, …``) that many times before it prunes.  Every epoch
     it writes :data:`PRUNING_KEYS` into ``logs``: ``pruned`` (1.0 once pruned),
     ``pruned_epoch``, ``pruned_rule`` (a :class:`PruningRule`), ``pruning_forecast`` (the
-    forecast of the objective at the end of the budget; it is computed only where it can
-    decide, i.e. on epochs where the forecast rule could prune (:func:`falls_short`: the
-    observed best is still short of the reference) and at the epoch the trial is pruned, and
-    is NaN on the others), ``pruning_restarts``.
+    point forecast of the objective at the end of the budget; it is computed only where it
+    can decide, i.e. on epochs where the forecast rule could prune (:func:`falls_short`: the
+    observed best is still short of the reference), and at the epoch the trial is pruned, by
+    either rule, for the log and ``pruned_score="forecast"``; NaN on the other epochs),
+    ``pruning_restarts``.
 
     Args:
         objective: ``logs`` key to forecast (default ``"val_loss"``; in a tuner, its objective).
@@ -173,8 +181,8 @@ class KoopmanPruning(keras.callbacks.Callback):
         reference: Objective of the best completed trial; ``None`` turns the forecast rule off
             (a tuner fills it in for every trial).
         loss_ratio: Threshold of the loss rule in (0, 1]; ``None`` turns it off.
-        forecast: ``"interval"`` or ``"mean"`` (what the forecast rule reads, see above), or
-            ``None`` to turn the rule off.
+        forecast: ``None`` (default: the forecast rule is off), ``"interval"`` or ``"mean"``
+            (what the forecast rule reads, see above).
         restarts: Re-draws of the weights before the loss rule prunes.
         restart_seed: Seed of the first re-draw.
         forecast_options: Keyword arguments of :func:`~keras_koopman.forecast_curve`
@@ -197,7 +205,7 @@ class KoopmanPruning(keras.callbacks.Callback):
     def __init__(self, objective: str | None = None, *, direction: str = "min",
                  start_from_epoch: int = 1,
                  margin: float = 0.1, reference: float | None = None,
-                 loss_ratio: float | None = 0.9, forecast: str | None = "interval",
+                 loss_ratio: float | None = 0.9, forecast: str | None = None,
                  restarts: int = 0, restart_seed: int = 1, forecast_options: Mapping | None = None,
                  verbose: int = 0) -> None:
         super().__init__()
@@ -315,7 +323,7 @@ class KoopmanPruning(keras.callbacks.Callback):
     def _forecast(self, done: int, budget: int) -> tuple[float, float]:
         """(point forecast at the budget's end, the promise over the epochs left)."""
         _, values = self.recorder.scalar(self.objective_name)
-        if self.forecast is None or values.size < FORECAST_FROM:
+        if values.size < FORECAST_FROM:
             return math.nan, math.nan
         try:
             with one_blas_thread():
@@ -323,7 +331,9 @@ class KoopmanPruning(keras.callbacks.Callback):
         except ValueError:  # too short, or no usable decomposition
             return math.nan, math.nan
         self.forecast_result = result
-        return float(result.mean[-1]), forecast_promise(result, self.direction, self.forecast)
+        promise = math.nan if self.forecast is None else \
+            forecast_promise(result, self.direction, self.forecast)
+        return float(result.mean[-1]), promise
 
     def _forecast_may_prune(self, done: int, budget: int | None) -> bool:
         """Whether the forecast rule could prune now: it is on, has a reference, the warm-up is

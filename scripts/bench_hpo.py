@@ -17,11 +17,11 @@ factor=3)``, one and three iterations, replayed by :func:`keras_tuner_hyperband`
 ``MedianPruner(n_startup_trials=5, n_warmup_steps=5)``,
 ``SuccessiveHalvingPruner()``, ``HyperbandPruner(min_resource=1, max_resource=20)``; the
 loss-threshold baseline (stop from epoch 2 when the training loss is still ≥ 0.9 × its
-first-epoch value, or non-finite: the keras-tuner pruning default's rule);
+first-epoch value, or non-finite: ``KoopmanPruning()``'s default rule);
 :class:`~keras_koopman.optuna_pruning.KoopmanPruner` (``n_steps=20``, defaults); and the rule of
-:class:`~keras_koopman.tuner.KoopmanPruning` (its loss rule plus its forecast rule, reading the
-80 % interval, and with ``forecast="mean"``).  Search seeds 0–2 chose ``KoopmanPruning``'s
-reading; seeds 3–5 (``--first-seed 3``) are the held-out searches.
+``KoopmanPruning(forecast="interval")`` (its loss rule plus its forecast rule, reading the 80 %
+interval) and of ``forecast="mean"``.  Search seeds 0–2 chose the forecast rule's reading; seeds
+3–5 (``--first-seed 3``) are the held-out searches.
 
 Usage::
 
@@ -94,12 +94,12 @@ def _threshold_rule(run: dict, epoch: int) -> bool:
     return epoch >= 1 and loss[epoch] >= 0.9 * loss[0]
 
 
-def keras_tuner_rule(optuna, reading: str | None = None, margin: float | None = None):
-    """``KoopmanPruning()``'s forecast rule, replayed as an Optuna pruner with the callback's
+def keras_tuner_rule(optuna, reading: str = "interval", margin: float | None = None):
+    """``KoopmanPruning``'s forecast rule, replayed as an Optuna pruner with the callback's
     own functions and defaults (its loss rule is the ``loss threshold 0.9`` stop rule, which is
     the same rule); the reference is the best COMPLETE trial, as in a keras-tuner search.
-    ``reading`` overrides the default ``forecast`` reading ("mean" or "interval"), ``margin``
-    the default margin."""
+    ``reading``: what the rule reads (``forecast="interval"`` or ``"mean"``), ``margin``
+    overrides the default margin."""
     from keras_koopman.forecast import forecast_curve
     from keras_koopman.tuner import (FORECAST_FROM, KoopmanPruning, falls_short,
                                      forecast_condemns, forecast_promise)
@@ -122,7 +122,7 @@ def keras_tuner_rule(optuna, reading: str | None = None, margin: float | None = 
                 result = forecast_curve(values, EPOCHS - done, **defaults.forecast_options)
             except ValueError:
                 return False
-            promise = forecast_promise(result, "min", reading or defaults.forecast)
+            promise = forecast_promise(result, "min", reading)
             return forecast_condemns(promise, values, min(finals), tolerance, "min")
 
     return Rule()
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         "loss threshold 0.9": (lambda: optuna.pruners.NopPruner(), _threshold_rule),
         "KoopmanPruner": (lambda: KoopmanPruner(EPOCHS, forecast_options={"bounds": (0.0, None)}),
                           None),
-        "KoopmanPruning() rule (loss 0.9 + forecast)": (lambda: keras_tuner_rule(optuna),
-                                                         _threshold_rule),
+        "KoopmanPruning(forecast=\"interval\") rule": (lambda: keras_tuner_rule(optuna),
+                                                       _threshold_rule),
         "same, forecast=\"mean\"": (lambda: keras_tuner_rule(optuna, "mean"),
                                     _threshold_rule),
     }

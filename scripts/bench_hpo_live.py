@@ -12,8 +12,10 @@ Strategies: no pruning; Optuna ``MedianPruner(n_startup_trials=5, n_warmup_steps
 :class:`~keras_koopman.optuna_pruning.KoopmanPruner` (``n_steps=20``), both through
 ``optuna_integration.KerasPruningCallback``; the loss threshold (training loss still ≥ 0.9 × its
 first-epoch value from epoch 2, or non-finite: ``KoopmanPruning(forecast=None)``, the callback's
-loss rule alone); and :class:`~keras_koopman.tuner.KoopmanPruning` itself as a callback (its defaults; ``reference`` = the best completed trial's final
-``val_loss``), a pruned trial reported to Optuna as PRUNED.
+loss rule alone and its default since these runs); and strategy ``KoopmanPruning``: the callback
+with its forecast rule, ``KoopmanPruning(forecast="interval")`` (the default when these runs were
+made; ``reference`` = the best completed trial's final ``val_loss``), a pruned trial reported to
+Optuna as PRUNED.
 
 Per search: epochs trained, CPU of the whole study (``process_time``: training, tracing, the
 sampler and the pruner), and the best final ``val_loss`` among completed trials; each as a ratio
@@ -116,7 +118,8 @@ def search(strategy: str, seed: int, trials: int, data) -> dict:
             finals = [t.value for t in study.get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.value is not None and math.isfinite(t.value)]
-            stopper = koopman_pruning("val_loss", reference=min(finals) if finals else None)
+            stopper = koopman_pruning("val_loss", forecast="interval",
+                                      reference=min(finals) if finals else None)
         if stopper is not None:
             callbacks.append(stopper)
         try:

@@ -21,9 +21,12 @@ Strategies, in one run, with the same seeds and the same grid of configurations:
                    still >= f x its first-epoch value (or non-finite);
 (f) ``default``    SpectralGridSearch with ``KoopmanPruning()`` (its defaults: the loss rule,
                    loss still >= loss_ratio x its first value, after ``start_from_epoch``
-                   epochs, and the forecast rule from epoch 4);
+                   epochs; the forecast rule is off);
 (g) ``threshold2`` the baseline (e) from the epoch on which (f)'s loss rule starts;
-and, with ``--ablations``, two variants of (b): ``spectral-init`` (the spectral
+and, on request (``--strategies``), (f) with its forecast rule on from epoch 4:
+``default-interval`` (``forecast="interval"``, the default until the live searches of
+``bench_tuner_live.py`` and ``bench_hpo_live.py``) and ``default-mean`` (``forecast="mean"``);
+with ``--ablations``, two variants of (b): ``spectral-init`` (the spectral
 poor-initialisation rule only) and ``forecast`` (forecast rule only).  In (b) and its
 ablations a trial stopped by ``PoorInitialization`` is counted under the poor-initialisation
 rule (its ``koopman_poor_init`` log); KoopmanPruning's own metrics do not see it.
@@ -196,8 +199,8 @@ def keras_tuner_search(kind, args, seed, data, grid, workdir):
                                    args.threshold_fraction)]
     elif kind == "default":
         tuner = SpectralGridSearch(hypermodel, pruning=default_pruning(args), **common)
-    elif kind == "default-mean":  # the defaults, reading the point forecast
-        config = {**default_pruning(args).get_config(), "forecast": "mean"}
+    elif kind in ("default-interval", "default-mean"):  # the defaults plus the forecast rule
+        config = {**default_pruning(args).get_config(), "forecast": kind.split("-")[1]}
         tuner = SpectralGridSearch(hypermodel, pruning=KoopmanPruning(**config), **common)
     elif kind == "hyperband":
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=3,
@@ -302,8 +305,8 @@ def main(argv=None):
                         help="start_from_epoch of the 'default' strategy (and so of "
                              "'threshold2'); default: KoopmanPruning's")
     parser.add_argument("--default-margin", type=float, default=None,
-                        help="margin of the 'default' strategy's forecast rule (default: "
-                             "KoopmanPruning's)")
+                        help="margin of the forecast rule of 'default-interval' and "
+                             "'default-mean' (default: KoopmanPruning's)")
     parser.add_argument("--loss-ratio", type=float, default=None,
                         help="loss_ratio of the 'default' strategy's rule (default: KoopmanPruning's)")
     parser.add_argument("--strategies", nargs="+",
@@ -321,8 +324,8 @@ def main(argv=None):
     GRID_IN_USE = QUICK_GRID if args.quick else GRID
     strategies = ["none", "spectral", "hyperband", "median", "threshold", "default", "threshold2"]
     if args.strategies:
-        unknown = set(args.strategies) - set(strategies) - {"spectral-init", "forecast",
-                                                            "default-mean"}
+        unknown = set(args.strategies) - set(strategies) - {
+            "spectral-init", "forecast", "default-interval", "default-mean"}
         if unknown:
             parser.error(f"--strategies: unknown {sorted(unknown)}")
         strategies = ["none"] + [k for k in args.strategies if k != "none"]
@@ -408,7 +411,8 @@ def spectral_vs_threshold(results, seeds, strategies):
         print(f"\npoor configurations caught by both spectral and threshold: {both}; "
               f"spectral only: {only_spectral}; threshold only: {only_threshold}")
     for kind in strategies:
-        if kind not in ("spectral", "default", "default-mean", "spectral-init", "forecast"):
+        if kind not in ("spectral", "default", "default-interval", "default-mean",
+                        "spectral-init", "forecast"):
             continue
         rules = {1: 0, 2: 0, 3: 0}
         poor_rules = {1: 0, 2: 0, 3: 0}

@@ -10,9 +10,11 @@ filters) with a 20-epoch budget.
 
 Strategies: no pruning (the plain tuner); the loss rule alone
 (``SpectralX(pruning=KoopmanPruning(forecast=None))``: training loss still ≥ 0.9 × its first
-value from epoch 2, or non-finite); and ``SpectralX`` with its default ``KoopmanPruning()`` (the
-loss rule and the forecast of ``val_loss``: prune when the optimistic end of the 80 % interval
-promises nothing within 10 % of the best completed trial).
+value from epoch 2, or non-finite; ``KoopmanPruning()``'s default since these runs); and
+strategy ``KoopmanPruning``: ``SpectralX(pruning=KoopmanPruning(forecast="interval"))`` (the loss
+rule and the forecast of ``val_loss``: prune when the optimistic end of the 80 % interval
+promises nothing within 10 % of the best completed trial; the default when these runs were
+made).
 
 Per search: epochs trained, CPU of the whole search (``process_time``: training, tracing, the
 oracle and the pruner), the best score the oracle holds (keras-tuner's score: a trial's best
@@ -107,7 +109,7 @@ def search(strategy: str, seed: int, trials: int, data, oracle: str) -> dict:
     if strategy != "none":
         tuner_class = with_koopman_pruning(tuner_class)
         pruning = live_search.timed(KoopmanPruning)
-        kwargs["pruning"] = pruning(forecast=None) if strategy == "loss rule" else pruning()
+        kwargs["pruning"] = pruning(forecast=None if strategy == "loss rule" else "interval")
     directory = tempfile.mkdtemp(prefix="kk_tuner_live_")
     try:
         tuner = tuner_class(Space(), objective=keras_tuner.Objective("val_loss", "min"),

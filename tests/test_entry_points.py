@@ -33,7 +33,7 @@ def recorded(tmp_path_factory):
                         verbose=0, callbacks=[monitor])
     # the tuner's callback fed the same epochs: with a reference no trial reaches (a loss of 0)
     # it forecasts the objective at epoch EPOCHS - 1, its first chance to prune
-    pruning = KoopmanPruning("val_loss", loss_ratio=None, reference=0.0,
+    pruning = KoopmanPruning("val_loss", loss_ratio=None, reference=0.0, forecast="interval",
                              start_from_epoch=EPOCHS - 2)
     pruning.set_model(model)
     pruning.set_params({"epochs": EPOCHS})

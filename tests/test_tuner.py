@@ -85,9 +85,9 @@ def test_forecast_rule_prunes_only_against_a_better_reference():
     assert history.history["pruning_forecast"][-1] == pytest.approx(expected.mean[-1])
     assert min(expected.mean.min(), values.min()) > 0.2 * 1.1
 
-    # the interval's optimistic end (the default) prunes no earlier than the point forecast
-    interval = KoopmanPruning(start_from_epoch=3, reference=0.2, loss_ratio=None)
-    assert interval.forecast == "interval"
+    # the interval's optimistic end prunes no earlier than the point forecast
+    interval = KoopmanPruning(start_from_epoch=3, reference=0.2, loss_ratio=None,
+                              forecast="interval")
     fit(0.01, interval)
     assert not interval.pruned or interval.pruned_epoch >= slow.pruned_epoch
 
@@ -95,7 +95,7 @@ def test_forecast_rule_prunes_only_against_a_better_reference():
     # while its best is short of the reference plus the margin, from epoch 4; never afterwards
     curve = np.asarray(fit(0.01, KoopmanPruning(loss_ratio=None)).history["val_loss"])
     reached = KoopmanPruning(start_from_epoch=3, reference=float(curve[6]) / 1.1 * 1.0001,
-                             loss_ratio=None)
+                             loss_ratio=None, forecast="interval")
     history = fit(0.01, reached)
     assert not reached.pruned and len(history.epoch) == EPOCHS
     forecasts = np.asarray(history.history["pruning_forecast"])
@@ -112,7 +112,7 @@ def test_early_start_prunes_by_the_loss_rule_but_forecasts_only_from_epoch_4():
     history = fit(1e-5, stagnating)
     assert stagnating.rule is PruningRule.POOR_INITIALIZATION and stagnating.pruned_epoch == 2
     assert "loss" in stagnating.reason and len(history.epoch) == 2
-    slow = KoopmanPruning(start_from_epoch=1, reference=0.2, loss_ratio=None)
+    slow = KoopmanPruning(start_from_epoch=1, reference=0.2, loss_ratio=None, forecast="interval")
     history = fit(0.01, slow)
     assert slow.rule is PruningRule.FORECAST and slow.pruned_epoch == 4
 
@@ -120,9 +120,11 @@ def test_early_start_prunes_by_the_loss_rule_but_forecasts_only_from_epoch_4():
 def test_defaults_prune_a_flat_loss_at_epoch_2_but_keep_a_slower_learner():
     """KoopmanPruning's defaults (loss rule, ratio 0.9, first prune at epoch 2, chosen by
     bench_pruning.py): a learning rate whose loss is still 97 % of its first value at epoch 2
-    is pruned there; one at 83 % trains on, which PoorInitialization's ratio 0.5 would prune."""
+    is pruned there; one at 83 % trains on, which PoorInitialization's ratio 0.5 would prune.
+    The forecast rule is off by default (bench_tuner_live.py, bench_hpo_live.py): that slower
+    learner, which the forecast condemns at epoch 5 against a better reference, trains on."""
     default = KoopmanPruning()
-    assert default.start_from_epoch == 1 and default.loss_ratio == 0.9 and default.forecast
+    assert default.start_from_epoch == 1 and default.loss_ratio == 0.9
     assert PoorInitialization.__init__.__kwdefaults__["loss_ratio"] == 0.5
     history = fit(0.003, default)
     assert default.pruned and default.pruned_epoch == 2 and len(history.epoch) == 2
@@ -135,6 +137,25 @@ def test_defaults_prune_a_flat_loss_at_epoch_2_but_keep_a_slower_learner():
     off = KoopmanPruning(loss_ratio=None)  # the loss rule turned off
     history = fit(1e-5, off)
     assert not off.pruned and len(history.epoch) == EPOCHS
+    behind = KoopmanPruning(reference=0.2)
+    history = fit(0.02, behind)
+    assert not behind.pruned and len(history.epoch) == EPOCHS
+    assert np.isnan(history.history["pruning_forecast"]).all()  # no rule needed one
+    condemned = KoopmanPruning(reference=0.2, forecast="interval")
+    fit(0.02, condemned)
+    assert condemned.rule is PruningRule.FORECAST and condemned.pruned_epoch == 5
+
+
+def test_forecast_rule_off_still_logs_the_forecast_of_a_pruned_run():
+    """With the forecast rule off, a run the loss rule prunes after 4 epochs still gets the
+    point forecast of its objective at that epoch (for the log and ``pruned_score``)."""
+    stagnating = KoopmanPruning(start_from_epoch=3)
+    history = fit(1e-5, stagnating)
+    assert stagnating.rule is PruningRule.POOR_INITIALIZATION and stagnating.pruned_epoch == 4
+    logged = history.history["pruning_forecast"]
+    assert np.isnan(logged[:-1]).all()
+    expected = forecast_curve(history.history["val_loss"], EPOCHS - 4)
+    assert logged[-1] == pytest.approx(expected.mean[-1])
 
 
 def test_divergence_is_pruned_at_once_even_before_start_from_epoch():
@@ -253,7 +274,7 @@ def test_search_completes_pruned_trials_with_a_score(tmp_path):
 
     tuner = SpectralGridSearch(build, objective="val_loss", directory=str(tmp_path),
                                project_name="grid",
-                               pruning=KoopmanPruning(start_from_epoch=3),
+                               pruning=KoopmanPruning(start_from_epoch=3, forecast="interval"),
                                pruned_score="forecast")
     x, y, xv, yv = regression_data()
     with warnings.catch_warnings():
@@ -388,7 +409,8 @@ DISTRIBUTED = textwrap.dedent("""
             super().on_trial_end(trial)
 
     tuner = Recording(build, objective="val_loss", max_trials=5, seed=1, directory=OUT,
-                      project_name="dist", pruning=KoopmanPruning(start_from_epoch=3))
+                      project_name="dist",
+                      pruning=KoopmanPruning(start_from_epoch=3, forecast="interval"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tuner.search(X[:96], Y[:96], validation_data=(X[96:], Y[96:]), epochs=8,
