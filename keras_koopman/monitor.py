@@ -329,7 +329,7 @@ def weight_modes(monitor: KoopmanMonitor, analysis: KoopmanAnalysis | None = Non
         residuals=compressed.residuals.copy(), amplitudes=compressed.amplitudes.copy(),
         importance=compressed.importance.copy(), rank=compressed.rank,
         singular_values=compressed.singular_values.copy(), t_end=compressed.t_end,
-        real_data=compressed.real_data)
+        real_data=compressed.real_data, fit_error=compressed.fit_error)
 
 
 def fixed_point_estimate(monitor: KoopmanMonitor, analysis: KoopmanAnalysis | None = None, *,

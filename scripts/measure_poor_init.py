@@ -149,7 +149,7 @@ def diagnostics(analysis: dict, delta: float, min_importance: float) -> dict:
                          residuals=np.asarray(analysis["residuals"], float), amplitudes=amp,
                          importance=np.asarray(analysis["importance"], float),
                          rank=int(analysis["rank"]), singular_values=np.zeros(k), t_end=k,
-                         real_data=True)
+                         real_data=True, fit_error=math.nan)  # not used by diagnose
     d = diagnose(modes, delta=delta, min_importance=min_importance)
     return {"unit_cluster": d.unit_cluster, "growing": d.growing,
             "epochs_to_converge": d.epochs_to_converge, "spectral_radius": d.spectral_radius}

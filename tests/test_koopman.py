@@ -171,6 +171,53 @@ def test_pure_noise_has_only_large_residuals(rng):
     assert len(km.select(max_residual=1e-3)) == 0
 
 
+def _two_mode_trajectory(rng, steps=10):
+    V = rng.standard_normal((2, 2))
+    A = V @ np.diag([0.5, 0.9]) @ np.linalg.inv(V)
+    x = [rng.standard_normal(2)]
+    for _ in range(steps - 1):
+        x.append(A @ x[-1])
+    return np.array(x).T
+
+
+def test_fit_error_sees_what_the_residuals_cannot(rng):
+    """A 2-dimensional linear trajectory spans its space, so every residual is ~0 even for
+    data no linear map explains (two zeroed snapshots inside it: wrong eigenvalues) or noisy
+    data; the one-step fit error tells them apart from exact data, and recomputing it from
+    the fitted modes by brute force gives the same number."""
+    X = _two_mode_trajectory(rng)
+    zeroed = X.copy()
+    zeroed[:, 3:5] = 0.0
+    noisy = X + 1e-3 * rng.standard_normal(X.shape)
+    lift = rng.standard_normal((50, 2))
+    results = {name: dmd_rrr(data) for name, data in
+               [("exact", X), ("zeroed", zeroed), ("noisy", noisy), ("lifted", lift @ zeroed)]}
+    for km in results.values():
+        assert km.residuals.max() < 1e-12
+    assert results["exact"].fit_error < 1e-13
+    assert match_error(results["exact"].eigenvalues, [0.5, 0.9]) < 1e-12
+    assert match_error(results["zeroed"].eigenvalues, [0.5, 0.9]) > 0.05
+    assert results["zeroed"].fit_error > 0.1
+    assert results["lifted"].fit_error == pytest.approx(results["zeroed"].fit_error, rel=1e-2)
+    assert 1e-4 < results["noisy"].fit_error < 1e-2
+    # brute force: A_k = Y X^+ on the fitted rank, applied to every pair
+    km = results["zeroed"]
+    A = km.modes @ np.diag(km.eigenvalues) @ np.linalg.pinv(km.modes)
+    Y, Xp = zeroed[:, 1:], zeroed[:, :-1]
+    assert np.linalg.norm(Y - A @ Xp) / np.linalg.norm(Y) == pytest.approx(km.fit_error, rel=1e-8)
+    # scale invariance, and survival through select()
+    assert dmd_rrr(1e-200 * zeroed).fit_error == pytest.approx(km.fit_error, rel=1e-10)
+    assert km.select(min_importance=0.5).fit_error == km.fit_error
+
+
+def test_fit_error_is_zero_when_the_snapshots_are_independent(rng):
+    """Full column rank (more dimensions than snapshots): any Y is fitted exactly, so the fit
+    error is 0 even for pure noise, whose residuals are large instead."""
+    km = dmd_rrr(rng.standard_normal((200, 21)))
+    assert km.rank == 20 and km.fit_error < 1e-12
+    assert km.residuals.min() > 0.05
+
+
 def test_refinement_never_increases_residuals(rng):
     n, m = 300, 80
     F = np.cumsum(rng.standard_normal((n, m + 1)), axis=1)
@@ -331,7 +378,7 @@ def modes_with(eigenvalues, importance, residuals=None):
         residuals=np.zeros(k) if residuals is None else np.asarray(residuals, dtype=float),
         amplitudes=np.asarray(importance, dtype=complex),
         importance=np.asarray(importance, dtype=float),
-        rank=k, singular_values=np.ones(k), t_end=10, real_data=True,
+        rank=k, singular_values=np.ones(k), t_end=10, real_data=True, fit_error=0.0,
     )
 
 

@@ -85,6 +85,18 @@ class KoopmanModes:
         snapshots); :meth:`forecast` starts at ``t_end + 1``.
     real_data : bool
         True if the data were real; then :meth:`reconstruct` returns real arrays.
+    fit_error : float
+        Relative one-step error of the fitted rank-k operator ``A_k`` on the snapshot pairs,
+        ``‖Y − A_k X‖_F / ‖Y‖_F`` (0 when ``Y = 0``), pairs with a zero ``x_i`` included (the
+        model maps them to 0).  It complements the residuals, which see only the part of
+        ``Y`` outside the span of ``X``: when the snapshots span their whole space (e.g. a
+        2-dimensional state over 10 steps, or a Hankel matrix with more columns than rows)
+        every residual is ~0 whatever the data, while ``fit_error`` shows noise (about its
+        relative level) or pairs that no linear map explains (a zero snapshot followed by a
+        nonzero one: O(0.1–1)).  Conversely it is 0 by construction when ``X`` has full
+        column rank ``k = m`` (weights × few epochs), where the residuals carry the
+        information.  Exact linear data give round-off (~1e-15); truncation by ``tol`` adds
+        the truncated part.
     """
 
     eigenvalues: np.ndarray
@@ -96,6 +108,7 @@ class KoopmanModes:
     singular_values: np.ndarray
     t_end: int
     real_data: bool
+    fit_error: float
 
     def __post_init__(self) -> None:
         for field in ("eigenvalues", "modes", "residuals", "amplitudes", "importance",
@@ -249,7 +262,8 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
        and one triangular–pentagonal QR per λ (``(2/3)k³`` complex each, ``O(k⁴)`` in all);
        conjugate pairs of real data are refined once.
     7. Residuals ``‖[(S − λI)w; R₂₂w]‖``: ``O(k²)`` per pair.
-    8. Amplitudes: structured least squares in k dimensions, ``O(k² m + k³)``.
+    8. Amplitudes: structured least squares in k dimensions, ``O(k² m + k³)``; the fit
+       error ``‖Y − A_k X‖_F / ‖Y‖_F`` from ``B`` and ``U_kᴴ X``: ``O(pmk)``.
     9. Modes ``Q U_k W`` by applying the reflectors: ``4npk`` flops (real data: ``k`` real columns).
 
     Memory: one float64 copy of the data (overwritten by the reflectors), the modes, and
@@ -331,6 +345,7 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
         singular_values=singular_values,
         t_end=int(t_end),
         real_data=bool(real),
+        fit_error=core.fit_error,
     )
 
 
@@ -437,6 +452,7 @@ class _Core:
     residuals: np.ndarray     # (k,)
     singular_values: np.ndarray
     pair_first: np.ndarray    # bool (k,): first member of a conjugate pair (real data)
+    fit_error: float          # ‖Y − A_k X‖_F / ‖Y‖_F over all pairs
 
 
 def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, real) -> _Core:
@@ -474,7 +490,16 @@ def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, real) -> _Core:
         pair_first = eigenvalues.imag > 0
     return _Core(Uk=Uk, S=S, R22=R22, W=W, eigenvalues=eigenvalues,
                  residuals=_residuals(S, R22, eigenvalues, W),
-                 singular_values=sigma, pair_first=pair_first)
+                 singular_values=sigma, pair_first=pair_first,
+                 fit_error=_fit_error(Xc, Yc, Uk, B))
+
+
+def _fit_error(Xc, Yc, Uk, B) -> float:
+    """``‖Y − A_k X‖_F / ‖Y‖_F`` with ``A_k x = B U_kᴴ x`` (``B = A U_k``), every pair
+    included; overflow-free norms.  Cost ``O(pmk)``."""
+    size = vector_norm(column_norms(Yc))
+    misfit = vector_norm(column_norms(Yc - B @ (Uk.conj().T @ Xc)))
+    return float(misfit / size) if size > 0 else 0.0
 
 
 def _residuals(S, R22, eigenvalues, W) -> np.ndarray:
