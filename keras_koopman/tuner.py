@@ -178,8 +178,8 @@ class KoopmanPruning(keras.callbacks.Callback):
             first epoch); the forecast rule waits for 4 values.
         margin: Relative margin of the forecast rule: prune when the best of the observed
             values and the forecast's promise is worse than ``reference ± margin·|reference|``.
-        reference: Objective of the best completed trial; ``None`` turns the forecast rule off
-            (a tuner fills it in for every trial).
+        reference: Objective of the best completed trial, read only by the forecast rule;
+            ``None`` turns that rule off (a tuner fills it in for every trial).
         loss_ratio: Threshold of the loss rule in (0, 1]; ``None`` turns it off.
         forecast: ``None`` (default: the forecast rule is off), ``"interval"`` or ``"mean"``
             (what the forecast rule reads, see above).
