@@ -11,6 +11,7 @@ tuner and the command-line tool, so the same data get the same diagnostics every
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,12 @@ class KoopmanAnalysis:
         Numerical rank used by DMD_RRR.
     diagnostics : SpectralDiagnostics
         Spectral radius, unit cluster, decay rate, epochs to converge, growth.
+    fit_error : float or None
+        The decomposition's relative one-step error ``‖Y − A_k X‖_F / ‖Y‖_F``
+        (:attr:`KoopmanModes.fit_error <keras_koopman.KoopmanModes>`): how much of the window
+        the linear model leaves unexplained, which the residuals cannot show when the
+        snapshots span their space (a Hankel matrix of a scalar curve).  ~0 for weight
+        analyses with independent snapshots.  ``None`` in records written before it existed.
     modes : KoopmanModes or None
         The full decomposition when it was kept (it is not saved to disk; weight modes are
         ``n_weights × k`` and are computed on demand, see ``KoopmanMonitor.weight_modes``).
@@ -74,6 +81,7 @@ class KoopmanAnalysis:
     importance: np.ndarray
     rank: int
     diagnostics: SpectralDiagnostics
+    fit_error: float | None = None
     modes: KoopmanModes | None = None
 
     @classmethod
@@ -84,7 +92,8 @@ class KoopmanAnalysis:
                    last_epoch=float(last_epoch), n_snapshots=int(n_snapshots), delays=delays,
                    eigenvalues=modes.eigenvalues, residuals=modes.residuals,
                    amplitudes=modes.amplitudes, importance=modes.importance, rank=modes.rank,
-                   diagnostics=diagnostics, modes=modes if keep_modes else None)
+                   diagnostics=diagnostics, fit_error=float(modes.fit_error),
+                   modes=modes if keep_modes else None)
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (the spectrum and diagnostics; never the modes)."""
@@ -100,11 +109,13 @@ class KoopmanAnalysis:
             "residuals": [float(r) for r in self.residuals],
             "importance": [float(v) for v in self.importance],
             "diagnostics": {k: _json_float(v) for k, v in self.diagnostics.as_logs("").items()},
+            "fit_error": None if self.fit_error is None else _json_float(self.fit_error),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "KoopmanAnalysis":
-        """Inverse of :meth:`to_dict` (``modes`` is ``None``)."""
+        """Inverse of :meth:`to_dict` (``modes`` is ``None``; ``fit_error`` is ``None`` for
+        a dict without it, written before it existed)."""
         def complex_array(pairs):
             values = np.asarray(pairs, dtype=float).reshape(-1, 2)
             return values[:, 0] + 1j * values[:, 1]
@@ -122,7 +133,18 @@ class KoopmanAnalysis:
             rank=int(data["rank"]),
             diagnostics=SpectralDiagnostics(**{k: float(v) if k != "n_important" else v
                                                for k, v in diag.items()}),
+            fit_error=_fit_error(data.get("fit_error")),
         )
+
+
+def _fit_error(value) -> float | None:
+    """A stored ``fit_error``: absent/None, or a finite number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"fit_error must be a finite number >= 0 or null; got {value!r}")
+    return float(value)
 
 
 def _json_float(value: float):
@@ -133,9 +155,13 @@ def _json_float(value: float):
 def default_delays(n_values: int) -> int:
     """Default Hankel depth for a scalar series of ``n_values``: ``max(2, n_values // 3)``.
 
-    A third of the series gives a Hankel matrix with half as many rows as columns, so the
-    DMD fit is overdetermined and residuals are meaningful (a square Hankel matrix makes every
-    residual ~0), while still resolving up to ``n_values // 3`` exponentials.
+    A third of the series gives a Hankel matrix with half as many rows as columns: the fit
+    has more snapshot pairs than dimensions, so its one-step error
+    (:attr:`KoopmanAnalysis.fit_error`) measures how well a linear model explains the curve,
+    and it still resolves up to ``n_values // 3`` exponentials.  The residuals, which need
+    more rows than the rank, are then ~0 whenever the matrix has full row rank (any noisy
+    curve) and carry no information; only a Hankel matrix with more rows than columns gives
+    them room (``docs/koopman.md``, "Residuals and what they certify").
     """
     return max(2, n_values // 3)
 

@@ -115,7 +115,32 @@ def test_analysis_dict_roundtrip_through_json():
     np.testing.assert_array_equal(back.eigenvalues, analysis.eigenvalues)
     np.testing.assert_array_equal(back.importance, analysis.importance)
     assert back.diagnostics == analysis.diagnostics
+    assert back.fit_error == analysis.fit_error == analysis.modes.fit_error
     assert back.modes is None and analysis.modes is not None
+    old = analysis.to_dict()
+    del old["fit_error"]  # a record written before the field existed
+    assert KoopmanAnalysis.from_dict(old).fit_error is None
+    for bad in ("0.1", -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="fit_error"):
+            KoopmanAnalysis.from_dict({**analysis.to_dict(), "fit_error": bad})
+
+
+def test_analysis_fit_error_tells_a_noisy_curve_from_an_exact_one(rng):
+    """A Hankel matrix of a curve spans its space, so residuals stay tiny under noise; the
+    analysis's fit error is round-off for an exact sum of exponentials and about the noise's
+    relative level for a noisy one."""
+    values, epochs = decaying_loss()
+    exact = analyze_series(values, epochs, observable="loss")
+    noisy = analyze_series(values * (1 + 0.01 * rng.standard_normal(values.size)), epochs,
+                           observable="loss")
+    assert exact.fit_error < 1e-6
+    assert 3e-4 < noisy.fit_error < 0.05
+    # at the default depth (13 rows, 28 columns) the residuals see nothing of the noise; with
+    # more rows than columns they do, and then the fit error is the one that sees nothing
+    assert noisy.delays == 13 and noisy.residuals.max() < 1e-12
+    tall = analyze_series(values * (1 + 0.01 * rng.standard_normal(values.size)), epochs,
+                          observable="loss", options={"delays": 27})
+    assert tall.residuals[np.argmax(tall.importance)] > 1e-4 and tall.fit_error < 1e-12
 
 
 def test_analyze_weights_checks_epoch_count(rng):

@@ -38,7 +38,8 @@ class AnalysisOptions:
             diagnostics.
         max_residual: If set, modes whose data-driven residual exceeds it are ignored too.
         delays: Hankel depth for scalar observables (the loss curve); ``None`` (default)
-            uses ``max(2, T // 3)`` for ``T`` values, which keeps the fit overdetermined.
+            uses ``max(2, T // 3)`` for ``T`` values (more snapshot pairs than rows: the fit
+            error is informative, the residuals are ~0 for noisy curves).
         augment_constant: Append the constant function 1 to the weight observable, so that
             the fixed point of an affine training map is the λ = 1 mode (default ``True``).
 
