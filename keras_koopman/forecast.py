@@ -16,7 +16,9 @@ the Koopman mode decomposition of its delay embedding (Hankel DMD_RRR; the paper
    ``f_{t+1} − f_t`` (``increments=True``; the values themselves, centred, with ``False``)
    gives Ritz values λ_j with data-driven residuals.  Increments have the eigenvalues of the
    values except λ = 1, which step 3 adds, so no delay dimension is spent on the level.
-2. **Modes trusted.**  Pairs with residual above ``max_residual`` are dropped (spurious), and so
+2. **Modes trusted.**  Pairs with residual above ``max_residual`` are dropped (spurious; the
+   members' Hankel matrices have more columns than rows, so for a noisy curve the residuals
+   are round-off and this rarely acts: noise shows in the fit error), and so
    are ``Re λ <= 0`` (sign-alternating noise); a growing mode ``|λ| > 1`` is handled by
    ``growth``: ``"drop"`` (default) removes it, ``"clip"`` puts it on the unit circle (a
    trend that stops growing; the same as dropping for a real λ, an undamped oscillation for a
