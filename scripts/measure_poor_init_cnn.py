@@ -8,8 +8,9 @@ for ``--epochs`` epochs and validated on 1,000 test images.  Every run carries a
 ``KoopmanMonitor(("weights", "loss"), analyze_every=1)``; for epochs 2–5 (the default check
 window) it prints the training loss over the first epoch's (the loss rule fires at
 ``loss_ratio=0.5``) and the weights' unit cluster (the spectral rule fires at
-``stagnation_threshold=0.95``), and the final validation accuracy (≥ 0.9: the run is healthy,
-so any firing is a false alarm).
+``stagnation_threshold=0.95``; with the modulus of the most important eigenvalue, which
+decides whether the cluster within ``delta=0.01`` of 1 is empty), and the final validation
+accuracy (≥ 0.9: the run is healthy, so any firing is a false alarm).
 
     python scripts/measure_poor_init_cnn.py --json runs/poor_init_cnn.json
 """
@@ -35,13 +36,16 @@ def one_run(kk, data, validation, init: str, seed: int, epochs: int) -> dict:
         history = model.fit(*data, epochs=epochs, batch_size=64, verbose=0,
                             validation_data=validation, callbacks=[monitor])
     loss = np.asarray(history.history["loss"])
-    cluster = {}
+    cluster, dominant = {}, {}
     for analysis in monitor.analyses:
         if analysis.observable == "weights" and analysis.last_epoch in WINDOW:
-            cluster[int(analysis.last_epoch)] = round(analysis.diagnostics.unit_cluster, 3)
+            epoch = int(analysis.last_epoch)
+            cluster[epoch] = round(analysis.diagnostics.unit_cluster, 3)
+            top = analysis.eigenvalues[np.argmax(analysis.importance)]
+            dominant[epoch] = round(float(abs(top)), 4)
     return {"init": init, "seed": seed,
             "loss_ratio": {e: round(float(loss[e - 1] / loss[0]), 3) for e in WINDOW},
-            "unit_cluster": cluster,
+            "unit_cluster": cluster, "dominant_modulus": dominant,
             "val_accuracy": round(float(history.history["val_accuracy"][-1]), 3)}
 
 
