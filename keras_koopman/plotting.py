@@ -101,7 +101,10 @@ def plot_spectrum(analysis: KoopmanAnalysis, ax: Axes | None = None, *,
     marker is an eigenvalue the data do not certify).  Eigenvalues with ``|λ| > CLIP_RADIUS``
     are drawn on that circle and labelled with their modulus.  The lower-left corner gives
     the analysis' spectral radius ρ and unit-cluster fraction ("near 1", importance-weighted
-    share of important eigenvalues within ``delta`` of 1) from its diagnostics.
+    share of important eigenvalues within ``delta`` of 1) from its diagnostics, and its fit
+    error (:attr:`KoopmanAnalysis.fit_error`; the residuals of a Hankel analysis of a noisy
+    curve are round-off, so every marker is filled there and the fit error is what shows the
+    noise; not shown for analyses read from records written before it existed).
 
     Parameters
     ----------
@@ -188,8 +191,10 @@ def plot_spectrum(analysis: KoopmanAnalysis, ax: Axes | None = None, *,
         ax.text(0.5, 0.5, "no eigenvalues", transform=ax.transAxes, ha="center", va="center",
                 color="0.4")
     diag = analysis.diagnostics
-    ax.text(0.02, 0.02, f"ρ = {diag.spectral_radius:.3f}\nnear 1: {diag.unit_cluster:.0%}",
-            transform=ax.transAxes, fontsize=7, color="0.3", va="bottom")
+    corner = f"ρ = {diag.spectral_radius:.3f}\nnear 1: {diag.unit_cluster:.0%}"
+    if analysis.fit_error is not None:
+        corner += f"\nfit error {analysis.fit_error:.1e}"
+    ax.text(0.02, 0.02, corner, transform=ax.transAxes, fontsize=7, color="0.3", va="bottom")
     if colorbar:
         _importance_colorbar(ax.figure, ax)
     if legend:

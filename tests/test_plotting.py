@@ -142,6 +142,14 @@ def test_title_names_observable_and_window(loss_analysis):
     assert plot_spectrum(loss_analysis, title="custom").get_title() == "custom"
 
 
+def test_corner_gives_the_fit_error_when_the_analysis_has_one(loss_analysis):
+    texts = [t.get_text() for t in plot_spectrum(loss_analysis).texts]
+    assert any(f"fit error {loss_analysis.fit_error:.1e}" in t for t in texts)
+    assert loss_analysis.fit_error > 1e-4  # the curve's noise, which no residual shows
+    older = handmade([0.5, 0.9], [1.0, 0.5], [0.0, 0.0])  # a record without fit_error
+    assert not any("fit error" in t.get_text() for t in plot_spectrum(older).texts)
+
+
 def test_draws_into_a_given_axes_with_or_without_colorbar(loss_analysis):
     figure = Figure()
     ax = figure.add_subplot()
