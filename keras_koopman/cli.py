@@ -591,7 +591,7 @@ def _cmd_sobolev(argv: list[str]) -> int:
 def _print_table(analyses: Sequence[KoopmanAnalysis]) -> None:
     header = (f"{'observable':<11}{'epochs':>11}{'snaps':>7}{'delays':>7}{'rank':>6}"
               f"{'radius':>9}{'near 1':>8}{'growing':>9}{'decay/ep':>10}{'to conv.':>10}"
-              f"{'imp.':>6}")
+              f"{'imp.':>6}{'fit err':>9}")
     print(header)
     print("-" * len(header))
     for a in analyses:
@@ -599,7 +599,8 @@ def _print_table(analyses: Sequence[KoopmanAnalysis]) -> None:
         print(f"{a.observable:<11}{f'{a.first_epoch:g}-{a.last_epoch:g}':>11}{a.n_snapshots:>7}"
               f"{'-' if a.delays is None else a.delays:>7}{a.rank:>6}{d.spectral_radius:>9.4f}"
               f"{d.unit_cluster:>8.3f}{d.growing:>9.3f}{d.slowest_decay_rate:>10.4f}"
-              f"{d.epochs_to_converge:>10.1f}{int(d.n_important):>6}")
+              f"{d.epochs_to_converge:>10.1f}{int(d.n_important):>6}"
+              f"{'-' if a.fit_error is None else format(a.fit_error, '.1e'):>9}")
 
 
 # ---------------------------------------------------------------------------- parser
@@ -728,7 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "spectral diagnostics: spectral radius, unit cluster ('near 1', the "
                     "importance-weighted share of eigenvalues within 0.01 of 1, AnalysisOptions.delta), growing "
                     "share, slowest decay rate per epoch, epochs to converge, number of "
-                    "important modes. Default windows: the paper's snapshot counts scaled to "
+                    "important modes, and the fit error (the linear model's relative "
+                    "one-step error, which the residuals of a loss curve's Hankel analysis "
+                    "cannot show). Default windows: the paper's snapshot counts scaled to "
                     "the run.")
     analyze.add_argument("trajectory", metavar="TRAJECTORY",
                          help="trajectory folder (holding trajectory.json) or run folder")

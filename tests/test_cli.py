@@ -146,6 +146,10 @@ def test_analyze_reproduces_the_saved_analyses(run_dir, summary, tmp_path, capsy
     assert recomputed["n_snapshots"] == saved["n_snapshots"] == EPOCHS
     assert recomputed["diagnostics"] == saved["diagnostics"]
     np.testing.assert_allclose(recomputed["eigenvalues"], saved["eigenvalues"], rtol=1e-12)
+    # the table's last column is the fit error, as saved
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[0] == "loss" and float(row[-1]) == pytest.approx(saved["fit_error"], rel=0.06)
+    assert recomputed["fit_error"] == pytest.approx(saved["fit_error"], rel=1e-9)
 
 
 def test_analyze_json_and_the_library_give_identical_diagnostics(run_dir, tmp_path, capsys):
