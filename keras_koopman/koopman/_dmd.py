@@ -333,7 +333,7 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
                            else np.ldexp(core.singular_values, exponent))
     _check_outputs(eigenvalues=eigenvalues, residuals=residuals, modes=modes,
                    importance=importance, amplitudes=amplitudes,
-                   singular_values=singular_values)
+                   singular_values=singular_values, fit_error=np.float64(core.fit_error))
     order = np.lexsort((-eigenvalues.imag, -importance))
     return KoopmanModes(
         eigenvalues=eigenvalues[order],
