@@ -1,4 +1,4 @@
-"""Spectral pruning of keras-tuner searches: stop trials whose Koopman analysis condemns them.
+"""Pruning of keras-tuner searches: stop trials that are not worth finishing.
 
 keras-tuner (1.4) trains every trial for its whole epoch budget: ``Tuner.on_epoch_end`` reports
 nothing to the oracle and ``Oracle.update_trial`` only carries a TODO for early stopping.  This
@@ -543,7 +543,7 @@ class KoopmanPruningMixin:
         pruned = [r for r in records if r.pruned]
         counts = {rule: sum(r.rule == rule for r in pruned) for rule in _RULE_TEXT}
         print()
-        print(f"Spectral pruning: {len(pruned)} of {len(records)} trials pruned ("
+        print(f"KoopmanPruning: {len(pruned)} of {len(records)} trials pruned ("
               + ", ".join(f"{_RULE_TEXT[rule]}: {n}" for rule, n in counts.items()) + ")")
         for record in shown:
             if record.pruned:

@@ -1,4 +1,4 @@
-"""Spectral pruning of keras-tuner searches: forecast, rules, scores, tuners, distributed mode."""
+"""Trial pruning of keras-tuner searches: rules, forecast, scores, tuners, distributed mode."""
 
 import contextlib
 import copy
@@ -308,7 +308,7 @@ def test_search_completes_pruned_trials_with_a_score(tmp_path):
     with contextlib.redirect_stdout(out):
         tuner.results_summary(num_trials=6)
     text = out.getvalue()
-    assert "5 of 6 trials pruned" in text
+    assert "KoopmanPruning: 5 of 6 trials pruned" in text
     assert "pruned after 4 epochs by the loss rule (poor start)" in text
 
 
