@@ -109,7 +109,7 @@ class KoopmanAnalysis:
             "residuals": [float(r) for r in self.residuals],
             "importance": [float(v) for v in self.importance],
             "diagnostics": {k: _json_float(v) for k, v in self.diagnostics.as_logs("").items()},
-            "fit_error": None if self.fit_error is None else _json_float(self.fit_error),
+            "fit_error": self.fit_error,  # finite (dmd_rrr raises on overflow) or None
         }
 
     @classmethod

@@ -17,6 +17,7 @@ the ``n×T`` data; per analysis of a scalar ``O(T³)``.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import keras
@@ -324,12 +325,7 @@ def weight_modes(monitor: KoopmanMonitor, analysis: KoopmanAnalysis | None = Non
     if kwargs["tol"] is None:
         kwargs["tol"] = default_tol(qr.n_features, np.float32)
     compressed = dmd_rrr(qr.R[:, start:stop], **kwargs)
-    return KoopmanModes(
-        eigenvalues=compressed.eigenvalues.copy(), modes=qr.Q @ compressed.modes,
-        residuals=compressed.residuals.copy(), amplitudes=compressed.amplitudes.copy(),
-        importance=compressed.importance.copy(), rank=compressed.rank,
-        singular_values=compressed.singular_values.copy(), t_end=compressed.t_end,
-        real_data=compressed.real_data, fit_error=compressed.fit_error)
+    return dataclasses.replace(compressed, modes=qr.Q @ compressed.modes)
 
 
 def fixed_point_estimate(monitor: KoopmanMonitor, analysis: KoopmanAnalysis | None = None, *,

@@ -314,6 +314,7 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
 
     core = _rayleigh_ritz(Xc, Yc, tol=tol, rank=rank, scale=scale, real=real)
     G = core.Uk.conj().T @ Fc
+    fit_error = _fit_error(Yc, core.B, G[:, :m])  # G[:, :m] = U_kᴴ X in both layouts
     W, eigenvalues, residuals = core.W, core.eigenvalues, core.residuals
     if refine is False:
         amplitudes, importance = _amplitudes(G, W, eigenvalues, real, core.pair_first)
@@ -333,7 +334,7 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
                            else np.ldexp(core.singular_values, exponent))
     _check_outputs(eigenvalues=eigenvalues, residuals=residuals, modes=modes,
                    importance=importance, amplitudes=amplitudes,
-                   singular_values=singular_values, fit_error=np.float64(core.fit_error))
+                   singular_values=singular_values, fit_error=np.float64(fit_error))
     order = np.lexsort((-eigenvalues.imag, -importance))
     return KoopmanModes(
         eigenvalues=eigenvalues[order],
@@ -345,7 +346,7 @@ def dmd_rrr(X, Y=None, *, tol: float | None = None, rank: int | None = None,
         singular_values=singular_values,
         t_end=int(t_end),
         real_data=bool(real),
-        fit_error=core.fit_error,
+        fit_error=fit_error,
     )
 
 
@@ -452,7 +453,7 @@ class _Core:
     residuals: np.ndarray     # (k,)
     singular_values: np.ndarray
     pair_first: np.ndarray    # bool (k,): first member of a conjugate pair (real data)
-    fit_error: float          # ‖Y − A_k X‖_F / ‖Y‖_F over all pairs
+    B: np.ndarray             # (p, k) A U_k, so that A_k x = B U_kᴴ x
 
 
 def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, real) -> _Core:
@@ -490,15 +491,14 @@ def _rayleigh_ritz(Xc, Yc, *, tol, rank, scale, real) -> _Core:
         pair_first = eigenvalues.imag > 0
     return _Core(Uk=Uk, S=S, R22=R22, W=W, eigenvalues=eigenvalues,
                  residuals=_residuals(S, R22, eigenvalues, W),
-                 singular_values=sigma, pair_first=pair_first,
-                 fit_error=_fit_error(Xc, Yc, Uk, B))
+                 singular_values=sigma, pair_first=pair_first, B=B)
 
 
-def _fit_error(Xc, Yc, Uk, B) -> float:
-    """``‖Y − A_k X‖_F / ‖Y‖_F`` with ``A_k x = B U_kᴴ x`` (``B = A U_k``), every pair
-    included; overflow-free norms.  Cost ``O(pmk)``."""
+def _fit_error(Yc, B, UkX) -> float:
+    """``‖Y − A_k X‖_F / ‖Y‖_F`` with ``A_k X = B (U_kᴴ X)`` (``B = A U_k``), every pair
+    included (a zero ``x_i`` maps to 0); overflow-free norms.  Cost ``O(pmk)``."""
     size = vector_norm(column_norms(Yc))
-    misfit = vector_norm(column_norms(Yc - B @ (Uk.conj().T @ Xc)))
+    misfit = vector_norm(column_norms(Yc - B @ UkX))
     return float(misfit / size) if size > 0 else 0.0
 
 
