@@ -6,9 +6,10 @@
 normal one, all with Adam 1e-3), trained on the first ``--sizes`` MNIST images with batch 64
 for ``--epochs`` epochs and validated on 1,000 test images.  Every run carries a
 ``KoopmanMonitor(("weights", "loss"), analyze_every=1)``; for epochs 2–5 (the default check
-window) it prints the training loss over the first epoch's (the loss rule fires at
-``loss_ratio=0.5``) and the weights' unit cluster (the spectral rule fires at
-``stagnation_threshold=0.95``; with the modulus of the most important eigenvalue, which
+window) it prints the training loss over the first epoch's (the loss rule fires at its
+``loss_ratio``) and the weights' unit cluster (the spectral rule fires at its
+``stagnation_threshold``; both thresholds and the window are read from
+``PoorInitialization``'s signature; with the modulus of the most important eigenvalue, which
 decides whether the cluster within ``delta=0.01`` of 1 is empty), and the final validation
 accuracy (≥ 0.9: the run is healthy, so any firing is a false alarm).
 
@@ -18,6 +19,7 @@ accuracy (≥ 0.9: the run is healthy, so any firing is a false alarm).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -25,7 +27,19 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-WINDOW = range(2, 6)
+
+
+def rule_defaults() -> tuple[range, float, float]:
+    """``PoorInitialization``'s check window, ``loss_ratio`` and ``stagnation_threshold``."""
+    from keras_koopman import PoorInitialization
+
+    parameters = inspect.signature(PoorInitialization).parameters
+    first, last = parameters["epochs"].default
+    return (range(first, last + 1), parameters["loss_ratio"].default,
+            parameters["stagnation_threshold"].default)
+
+
+WINDOW, LOSS_RATIO, STAGNATION = rule_defaults()
 
 
 def one_run(kk, data, validation, init: str, seed: int, epochs: int) -> dict:
@@ -72,13 +86,14 @@ def main(argv=None) -> None:
                 run = dict(one_run(kk, data, validation, init, seed, args.epochs), images=size)
                 runs.append(run)
                 print(json.dumps(run), flush=True)
-    print("\n| images | init | runs | healthy (val acc >= 0.9) | loss rule fires (0.5) "
-          "| spectral rule fires (0.95) |\n|---|---|---|---|---|---|")
+    print(f"\n| images | init | runs | healthy (val acc >= 0.9) | loss rule fires ({LOSS_RATIO}) "
+          f"| spectral rule fires ({STAGNATION}) |\n|---|---|---|---|---|---|")
     for size in args.sizes:
         for init in ("he", "xavier", "normal"):
             group = [r for r in runs if r["images"] == size and r["init"] == init]
-            loss = sum(max(r["loss_ratio"].values()) >= 0.5 for r in group)
-            spectral = sum(max(r["unit_cluster"].values(), default=0.0) >= 0.95 for r in group)
+            loss = sum(max(r["loss_ratio"].values()) >= LOSS_RATIO for r in group)
+            spectral = sum(max(r["unit_cluster"].values(), default=0.0) >= STAGNATION
+                           for r in group)
             healthy = sum(r["val_accuracy"] >= 0.9 for r in group)
             print(f"| {size} | {init} | {len(group)} | {healthy} | {loss} | {spectral} |")
     if args.json:
